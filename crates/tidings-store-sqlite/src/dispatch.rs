@@ -1,0 +1,207 @@
+//! Claiming due deliveries, recording attempts, and releasing claims.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use tidings_core::{UnixMillis, now_millis};
+use tidings_store::*;
+
+use crate::{map_err, rows};
+
+fn json_list(ids: &[String]) -> String {
+    serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// Claims due deliveries of active webhooks; the claim's end becomes the delivery's due time.
+pub async fn claim(conn: &mut SqliteConnection, claim: Claim) -> StoreResult<Vec<String>> {
+    let ids = sqlx::query_scalar(
+        "UPDATE deliveries SET claimed_by = ?, next_attempt_at = ?
+         WHERE id IN (
+             SELECT d.id FROM deliveries d
+             WHERE d.status = 'pending' AND d.next_attempt_at <= ?
+               AND d.webhook_id NOT IN (SELECT value FROM json_each(?))
+               AND NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.state != 'active')
+             ORDER BY d.next_attempt_at
+             LIMIT ?)
+         RETURNING id",
+    )
+    .bind(&claim.node)
+    .bind(claim.now + claim.lease_ms)
+    .bind(claim.now)
+    .bind(json_list(&claim.exclude_webhooks))
+    .bind(i64::from(claim.limit))
+    .fetch_all(conn)
+    .await
+    .map_err(map_err)?;
+    Ok(ids)
+}
+
+/// Reads what the dispatcher needs for claimed deliveries; events and webhooks shared by several
+/// deliveries are read and held once.
+pub async fn load_claimed(pool: &SqlitePool, ids: &[String]) -> StoreResult<Vec<ClaimedDelivery>> {
+    let rows = sqlx::query(
+        "SELECT d.id, d.attempts, d.event_id, d.webhook_id, e.event_type, e.occurred_at, e.data
+         FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(json_list(ids))
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?;
+    let mut webhooks: HashMap<String, Arc<Webhook>> = HashMap::new();
+    let mut bodies: HashMap<String, Arc<str>> = HashMap::new();
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in rows {
+        let webhook_id: String = row.try_get("webhook_id").map_err(map_err)?;
+        let webhook = match webhooks.get(&webhook_id) {
+            Some(webhook) => webhook.clone(),
+            None => {
+                let found = sqlx::query("SELECT * FROM webhooks WHERE id = ?")
+                    .bind(&webhook_id)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(map_err)?;
+                // Deleted since the claim: its deliveries went with it.
+                let Some(found) = found else { continue };
+                let webhook = Arc::new(rows::webhook(&found)?);
+                webhooks.insert(webhook_id, webhook.clone());
+                webhook
+            }
+        };
+        let event_id: String = row.try_get("event_id").map_err(map_err)?;
+        let data = match bodies.get(&event_id) {
+            Some(data) => data.clone(),
+            None => {
+                let data: String = row.try_get("data").map_err(map_err)?;
+                let data: Arc<str> = Arc::from(data);
+                bodies.insert(event_id.clone(), data.clone());
+                data
+            }
+        };
+        let attempts: i64 = row.try_get("attempts").map_err(map_err)?;
+        claimed.push(ClaimedDelivery {
+            delivery_id: row.try_get("id").map_err(map_err)?,
+            attempts: u32::try_from(attempts).unwrap_or(0),
+            event_id,
+            event_type: row.try_get("event_type").map_err(map_err)?,
+            occurred_at: row.try_get("occurred_at").map_err(map_err)?,
+            data,
+            webhook,
+        });
+    }
+    Ok(claimed)
+}
+
+/// Records attempts and moves deliveries on, only where this node still holds the claim.
+pub async fn record(conn: &mut SqliteConnection, node: String, outcomes: Vec<Outcome>) -> StoreResult<()> {
+    let now = now_millis();
+    for outcome in outcomes {
+        let (status, next_at) = match outcome.next {
+            NextState::Delivered => ("delivered", None),
+            NextState::Failed => ("failed", None),
+            NextState::RetryAt(at) => ("pending", Some(at)),
+        };
+        let attempt = &outcome.attempt;
+        let number: Option<i64> = sqlx::query_scalar(
+            "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, claimed_by = NULL,
+                 last_status_code = ?, last_error_kind = ?, updated_at = ?
+             WHERE id = ? AND claimed_by = ?
+             RETURNING attempts",
+        )
+        .bind(status)
+        .bind(next_at)
+        .bind(attempt.status_code.map(i64::from))
+        .bind(attempt.error_kind.map(|k| k.as_str()))
+        .bind(now)
+        .bind(&outcome.delivery_id)
+        .bind(&node)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_err)?;
+        let Some(number) = number else {
+            tracing::warn!(delivery_id = %outcome.delivery_id, "the claim on this delivery was lost before its attempt was recorded");
+            continue;
+        };
+        sqlx::query(
+            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error_kind, error_message,
+                                   response_excerpt, request_headers, response_headers)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&outcome.delivery_id)
+        .bind(number)
+        .bind(attempt.started_at)
+        .bind(attempt.duration_ms)
+        .bind(attempt.status_code.map(i64::from))
+        .bind(attempt.error_kind.map(|k| k.as_str()))
+        .bind(&attempt.error_message)
+        .bind(&attempt.response_excerpt)
+        .bind(serde_json::to_string(&attempt.request_headers).unwrap_or_default())
+        .bind(serde_json::to_string(&attempt.response_headers).unwrap_or_default())
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+        if let Some(reason) = &outcome.disable_webhook {
+            sqlx::query("UPDATE webhooks SET state = 'disabled', disabled_reason = ?, updated_at = ? WHERE id = ?")
+                .bind(reason)
+                .bind(now)
+                .bind(&outcome.webhook_id)
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err)?;
+            // What was still waiting for a disabled webhook is kept, marked skipped, never sent.
+            sqlx::query(
+                "UPDATE deliveries SET status = 'skipped', next_attempt_at = NULL, updated_at = ?
+                 WHERE webhook_id = ? AND status = 'pending' AND claimed_by IS NULL",
+            )
+            .bind(now)
+            .bind(&outcome.webhook_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn release(pool: &SqlitePool, node: &str, ids: &[String]) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE deliveries SET claimed_by = NULL, next_attempt_at = ?
+         WHERE claimed_by = ? AND status = 'pending' AND id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(now_millis())
+    .bind(node)
+    .bind(json_list(ids))
+    .execute(pool)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub async fn release_all(pool: &SqlitePool) -> StoreResult<u64> {
+    let result = sqlx::query(
+        "UPDATE deliveries SET claimed_by = NULL, next_attempt_at = MIN(next_attempt_at, ?)
+         WHERE claimed_by IS NOT NULL AND status = 'pending'",
+    )
+    .bind(now_millis())
+    .execute(pool)
+    .await
+    .map_err(map_err)?;
+    Ok(result.rows_affected())
+}
+
+pub async fn next_due_at(pool: &SqlitePool) -> StoreResult<Option<UnixMillis>> {
+    let row = sqlx::query("SELECT MIN(next_attempt_at) AS due FROM deliveries WHERE status = 'pending'")
+        .fetch_one(pool)
+        .await
+        .map_err(map_err)?;
+    row.try_get("due").map_err(map_err)
+}
+
+pub async fn count_pending(pool: &SqlitePool) -> StoreResult<u64> {
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
+        .fetch_one(pool)
+        .await
+        .map_err(map_err)?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}

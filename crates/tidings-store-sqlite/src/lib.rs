@@ -1,0 +1,202 @@
+//! The embedded SQLite store: one file in WAL mode, one writer connection, a pool of readers.
+//!
+//! The hot path (publish, claim, record) goes through one writer task that commits whatever has
+//! queued up in a single transaction (group commit), so many concurrent publishes share one fsync.
+//! Other writes take the same writer connection directly; reads never wait for writes.
+
+mod catalog;
+mod dispatch;
+mod events;
+mod reads;
+mod rows;
+mod tenants;
+mod writer;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use tidings_core::UnixMillis;
+use tidings_core::catalog::EventTypeDef;
+use tidings_store::*;
+use tokio::sync::Notify;
+
+pub(crate) use rows::map_err;
+
+/// The SQLite-backed store.
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    jobs: writer::JobSender,
+    work: Arc<Notify>,
+}
+
+/// How the database file is opened.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// `sqlite://PATH` or a plain path.
+    pub url: String,
+    /// `FULL` syncs every commit to disk; `NORMAL` survives a process crash but may lose the last
+    /// commits on power loss.
+    pub synchronous_full: bool,
+    pub readers: u32,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database.
+    pub async fn open(options: &SqliteOptions) -> StoreResult<Self> {
+        let path = options.url.strip_prefix("sqlite://").or_else(|| options.url.strip_prefix("sqlite:")).unwrap_or(&options.url);
+        let connect = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+            .map_err(|e| StoreError::Unavailable(format!("bad SQLite URL `{}`: {e}", options.url)))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if options.synchronous_full { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", "-32000");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(connect.clone())
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot open SQLite database `{path}`: {e}")))?;
+        sqlx::migrate!("./migrations")
+            .run(&writer)
+            .await
+            .map_err(|e| StoreError::Internal(format!("migrating the SQLite database failed: {e}")))?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(options.readers.max(1))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(connect.read_only(true))
+            .await
+            .map_err(map_err)?;
+        let work = Arc::new(Notify::new());
+        let jobs = writer::spawn(writer.clone(), work.clone());
+        Ok(Self { writer, reader, jobs, work })
+    }
+
+    /// Closes both pools after the writer task has drained.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await.map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn create_workspace(&self, workspace: &Workspace) -> StoreResult<()> {
+        tenants::create_workspace(&self.writer, workspace).await
+    }
+    async fn get_workspace(&self, id: &str) -> StoreResult<Workspace> {
+        tenants::get_workspace(&self.reader, id).await
+    }
+    async fn list_workspaces(&self, page: &Page) -> StoreResult<Vec<Workspace>> {
+        tenants::list_workspaces(&self.reader, page).await
+    }
+    async fn update_workspace(&self, workspace: &Workspace) -> StoreResult<()> {
+        tenants::update_workspace(&self.writer, workspace).await
+    }
+    async fn delete_workspace(&self, id: &str) -> StoreResult<()> {
+        tenants::delete_workspace(&self.writer, id).await
+    }
+
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        tenants::create_api_key(&self.writer, key).await
+    }
+    async fn get_api_key(&self, id: &str) -> StoreResult<ApiKey> {
+        tenants::get_api_key(&self.reader, id).await
+    }
+    async fn list_api_keys(&self, workspace_id: Option<&str>) -> StoreResult<Vec<ApiKey>> {
+        tenants::list_api_keys(&self.reader, workspace_id).await
+    }
+    async fn revoke_api_key(&self, id: &str, at: UnixMillis) -> StoreResult<()> {
+        tenants::revoke_api_key(&self.writer, id, at).await
+    }
+
+    async fn list_custom_event_types(&self) -> StoreResult<Vec<EventTypeDef>> {
+        catalog::list(&self.reader).await
+    }
+    async fn put_custom_event_type(&self, def: &EventTypeDef, at: UnixMillis) -> StoreResult<()> {
+        catalog::put(&self.writer, def, at).await
+    }
+
+    async fn create_webhook(&self, webhook: &Webhook) -> StoreResult<()> {
+        tenants::create_webhook(&self.writer, webhook).await
+    }
+    async fn get_webhook(&self, workspace_id: &str, id: &str) -> StoreResult<Webhook> {
+        tenants::get_webhook(&self.reader, workspace_id, id).await
+    }
+    async fn list_webhooks(&self, workspace_id: &str, page: &Page) -> StoreResult<Vec<Webhook>> {
+        tenants::list_webhooks(&self.reader, workspace_id, Some(page)).await
+    }
+    async fn workspace_webhooks(&self, workspace_id: &str) -> StoreResult<Vec<Webhook>> {
+        tenants::list_webhooks(&self.reader, workspace_id, None).await
+    }
+    async fn update_webhook(&self, webhook: &Webhook) -> StoreResult<()> {
+        tenants::update_webhook(&self.writer, webhook).await
+    }
+    async fn delete_webhook(&self, workspace_id: &str, id: &str) -> StoreResult<()> {
+        tenants::delete_webhook(&self.writer, workspace_id, id).await
+    }
+
+    async fn publish(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Published>> {
+        self.jobs.publish(events).await
+    }
+    async fn get_event(&self, workspace_id: &str, id: &str) -> StoreResult<Event> {
+        events::get_event(&self.reader, workspace_id, id).await
+    }
+    async fn list_events(&self, workspace_id: &str, page: &Page) -> StoreResult<Vec<Event>> {
+        events::list_events(&self.reader, workspace_id, page).await
+    }
+
+    async fn claim_due(&self, claim: &Claim) -> StoreResult<Vec<ClaimedDelivery>> {
+        let ids = self.jobs.claim(claim.clone()).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch::load_claimed(&self.reader, &ids).await
+    }
+    async fn release(&self, node: &str, delivery_ids: &[String]) -> StoreResult<()> {
+        dispatch::release(&self.writer, node, delivery_ids).await?;
+        self.work.notify_one();
+        Ok(())
+    }
+    async fn record_outcomes(&self, node: &str, outcomes: Vec<Outcome>) -> StoreResult<()> {
+        self.jobs.record(node.to_owned(), outcomes).await
+    }
+    async fn release_all_claims(&self) -> StoreResult<u64> {
+        dispatch::release_all(&self.writer).await
+    }
+    async fn next_due_at(&self) -> StoreResult<Option<UnixMillis>> {
+        dispatch::next_due_at(&self.reader).await
+    }
+    async fn count_pending(&self) -> StoreResult<u64> {
+        dispatch::count_pending(&self.reader).await
+    }
+
+    async fn list_deliveries(&self, workspace_id: &str, filter: &DeliveryFilter, page: &Page) -> StoreResult<Vec<Delivery>> {
+        reads::list_deliveries(&self.reader, workspace_id, filter, page).await
+    }
+    async fn get_delivery(&self, workspace_id: &str, id: &str) -> StoreResult<Delivery> {
+        reads::get_delivery(&self.reader, workspace_id, id).await
+    }
+    async fn list_attempts(&self, delivery_id: &str) -> StoreResult<Vec<Attempt>> {
+        reads::list_attempts(&self.reader, delivery_id).await
+    }
+    async fn event_deliveries(&self, workspace_id: &str, event_id: &str) -> StoreResult<Vec<Delivery>> {
+        reads::event_deliveries(&self.reader, workspace_id, event_id).await
+    }
+
+    fn work_signal(&self) -> Arc<Notify> {
+        self.work.clone()
+    }
+}

@@ -1,0 +1,93 @@
+//! The storage contract every backend implements: workspaces, keys, event types, webhooks, events,
+//! deliveries and attempts, and the claiming of due deliveries by the dispatcher.
+
+mod records;
+
+pub use records::*;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tidings_core::UnixMillis;
+use tidings_core::catalog::EventTypeDef;
+
+/// What went wrong in storage, in terms the API can map to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("storage is unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage error: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A page request: at most `limit` items strictly after `after` in the list's order.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub limit: u32,
+    pub after: Option<String>,
+}
+
+/// The storage backend. One instance is shared by the API and the dispatcher.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks that storage answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn create_workspace(&self, workspace: &Workspace) -> StoreResult<()>;
+    async fn get_workspace(&self, id: &str) -> StoreResult<Workspace>;
+    async fn list_workspaces(&self, page: &Page) -> StoreResult<Vec<Workspace>>;
+    async fn update_workspace(&self, workspace: &Workspace) -> StoreResult<()>;
+    /// Deletes a workspace and everything that belongs to it.
+    async fn delete_workspace(&self, id: &str) -> StoreResult<()>;
+
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()>;
+    async fn get_api_key(&self, id: &str) -> StoreResult<ApiKey>;
+    async fn list_api_keys(&self, workspace_id: Option<&str>) -> StoreResult<Vec<ApiKey>>;
+    async fn revoke_api_key(&self, id: &str, at: UnixMillis) -> StoreResult<()>;
+
+    async fn list_custom_event_types(&self) -> StoreResult<Vec<EventTypeDef>>;
+    /// Creates or replaces a custom event type.
+    async fn put_custom_event_type(&self, def: &EventTypeDef, at: UnixMillis) -> StoreResult<()>;
+
+    async fn create_webhook(&self, webhook: &Webhook) -> StoreResult<()>;
+    async fn get_webhook(&self, workspace_id: &str, id: &str) -> StoreResult<Webhook>;
+    async fn list_webhooks(&self, workspace_id: &str, page: &Page) -> StoreResult<Vec<Webhook>>;
+    /// Every webhook of a workspace, for fan-out.
+    async fn workspace_webhooks(&self, workspace_id: &str) -> StoreResult<Vec<Webhook>>;
+    async fn update_webhook(&self, webhook: &Webhook) -> StoreResult<()>;
+    async fn delete_webhook(&self, workspace_id: &str, id: &str) -> StoreResult<()>;
+
+    /// Makes events and all their deliveries durable in one commit. An event whose idempotency key
+    /// was seen within its window returns the first event instead of being stored again.
+    async fn publish(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Published>>;
+    async fn get_event(&self, workspace_id: &str, id: &str) -> StoreResult<Event>;
+    async fn list_events(&self, workspace_id: &str, page: &Page) -> StoreResult<Vec<Event>>;
+
+    /// Claims up to `limit` due deliveries for `node`, skipping `exclude_webhooks`, and holds each
+    /// for `lease_ms`. A claimed delivery is not due again until its lease runs out.
+    async fn claim_due(&self, claim: &Claim) -> StoreResult<Vec<ClaimedDelivery>>;
+    /// Gives back claimed deliveries unattempted, due again at once.
+    async fn release(&self, node: &str, delivery_ids: &[String]) -> StoreResult<()>;
+    /// Records finished attempts and their deliveries' new state, in one commit.
+    async fn record_outcomes(&self, node: &str, outcomes: Vec<Outcome>) -> StoreResult<()>;
+    /// Releases every claim (start-up recovery for a backend only one node uses).
+    async fn release_all_claims(&self) -> StoreResult<u64>;
+    /// When the earliest pending delivery is due, if any.
+    async fn next_due_at(&self) -> StoreResult<Option<UnixMillis>>;
+    /// How many deliveries are pending (due or not).
+    async fn count_pending(&self) -> StoreResult<u64>;
+
+    async fn list_deliveries(&self, workspace_id: &str, filter: &DeliveryFilter, page: &Page) -> StoreResult<Vec<Delivery>>;
+    async fn get_delivery(&self, workspace_id: &str, id: &str) -> StoreResult<Delivery>;
+    async fn list_attempts(&self, delivery_id: &str) -> StoreResult<Vec<Attempt>>;
+    async fn event_deliveries(&self, workspace_id: &str, event_id: &str) -> StoreResult<Vec<Delivery>>;
+
+    /// Woken whenever new work may be due (a publish committed, a delivery released).
+    fn work_signal(&self) -> Arc<tokio::sync::Notify>;
+}

@@ -1,0 +1,208 @@
+//! The records the store keeps and returns.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tidings_core::UnixMillis;
+use tidings_core::matching::{EventScope, LevelPrecedence};
+use tidings_core::outcome::ErrorKind;
+use tidings_core::webhook::{WebhookSpec, WebhookState};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+    pub level_precedence: LevelPrecedence,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyScope {
+    Operator,
+    Workspace,
+}
+
+/// An API key as stored: only the SHA-256 of its secret part is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKey {
+    pub id: String,
+    pub scope: KeyScope,
+    pub workspace_id: Option<String>,
+    pub name: String,
+    pub secret_hash: Vec<u8>,
+    pub created_at: UnixMillis,
+    pub revoked_at: Option<UnixMillis>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Webhook {
+    pub id: String,
+    pub workspace_id: String,
+    pub spec: WebhookSpec,
+    pub secret: String,
+    pub state: WebhookState,
+    pub disabled_reason: Option<String>,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+}
+
+/// The initial state of a delivery made at publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Failed,
+    Skipped,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Skipped => "skipped",
+        }
+    }
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pending" => Some(DeliveryStatus::Pending),
+            "delivered" => Some(DeliveryStatus::Delivered),
+            "failed" => Some(DeliveryStatus::Failed),
+            "skipped" => Some(DeliveryStatus::Skipped),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub id: String,
+    pub webhook_id: String,
+    pub status: DeliveryStatus,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: String,
+    pub workspace_id: String,
+    pub event_type: String,
+    pub occurred_at: UnixMillis,
+    pub received_at: UnixMillis,
+    /// The `data` object exactly as published (compact JSON).
+    pub data: String,
+    pub scope: EventScope,
+    pub idempotency_key: Option<String>,
+    /// Until when the idempotency key holds.
+    pub idempotency_until: UnixMillis,
+    pub deliveries: Vec<NewDelivery>,
+}
+
+/// What publishing one event did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    pub event_id: String,
+    pub delivery_ids: Vec<String>,
+    /// True when an earlier event with the same idempotency key was returned instead.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: String,
+    pub workspace_id: String,
+    pub event_type: String,
+    pub occurred_at: UnixMillis,
+    pub received_at: UnixMillis,
+    pub data: String,
+    pub scope: EventScope,
+    pub idempotency_key: Option<String>,
+}
+
+/// A request to claim due work.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub node: String,
+    pub now: UnixMillis,
+    pub limit: u32,
+    pub lease_ms: i64,
+    pub exclude_webhooks: Vec<String>,
+}
+
+/// Everything the dispatcher needs to make one attempt, read in the claim.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub delivery_id: String,
+    pub attempts: u32,
+    pub event_id: String,
+    pub event_type: String,
+    pub occurred_at: UnixMillis,
+    /// Shared by every delivery of the same event claimed together.
+    pub data: Arc<str>,
+    pub webhook: Arc<Webhook>,
+}
+
+/// The state a delivery moves to after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NextState {
+    Delivered,
+    RetryAt(UnixMillis),
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub started_at: UnixMillis,
+    pub duration_ms: i64,
+    pub status_code: Option<u16>,
+    pub error_kind: Option<ErrorKind>,
+    pub error_message: Option<String>,
+    pub response_excerpt: Option<String>,
+    pub request_headers: BTreeMap<String, String>,
+    pub response_headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub delivery_id: String,
+    pub webhook_id: String,
+    pub attempt: AttemptRecord,
+    pub next: NextState,
+    /// Set when the attempt disables the webhook (410 Gone).
+    pub disable_webhook: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub webhook_id: Option<String>,
+    pub status: Option<DeliveryStatus>,
+    pub event_type: Option<String>,
+    pub since: Option<UnixMillis>,
+    pub until: Option<UnixMillis>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: String,
+    pub workspace_id: String,
+    pub event_id: String,
+    pub webhook_id: String,
+    pub event_type: String,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub next_attempt_at: Option<UnixMillis>,
+    pub last_status_code: Option<u16>,
+    pub last_error_kind: Option<ErrorKind>,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+}
+
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub number: u32,
+    pub record: AttemptRecord,
+}
