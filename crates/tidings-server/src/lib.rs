@@ -1,0 +1,99 @@
+//! The Tidings HTTP API: `/v1` resources, OpenAPI, health, readiness and metrics.
+
+mod auth;
+mod dto;
+mod error;
+mod extract;
+mod ops;
+mod types;
+mod v1;
+
+use std::sync::Arc;
+
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tidings_core::webhook::TargetPolicy;
+use tidings_store::Store;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+pub use auth::{authenticate, issue_key};
+pub use error::ApiError;
+
+/// Server-wide settings the API enforces.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub target_policy: TargetPolicy,
+    /// How long an idempotency key returns its first result.
+    pub idempotency_window_ms: i64,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self { target_policy: TargetPolicy::default(), idempotency_window_ms: 24 * 3600 * 1000 }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub settings: Arc<ApiSettings>,
+    pub metrics: Option<PrometheusHandle>,
+    types: Arc<types::EventTypes>,
+    fanout: Arc<v1::events::FanoutCache>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, settings: ApiSettings, metrics: Option<PrometheusHandle>) -> Self {
+        Self {
+            store,
+            settings: Arc::new(settings),
+            metrics,
+            types: Arc::new(types::EventTypes::default()),
+            fanout: Arc::new(v1::events::FanoutCache::default()),
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tidings", description = "Webhook delivery for sales-engagement platforms."),
+    modifiers(&BearerAuth),
+    security(("api_key" = [])),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("tdk_...").build()),
+        );
+    }
+}
+
+/// The whole API with its OpenAPI document.
+pub fn router(state: AppState) -> Router {
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(v1::router())
+        .merge(ops::router())
+        .split_for_parts();
+    let openapi = Arc::new(openapi);
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let openapi = openapi.clone();
+                async move { axum::Json(openapi.as_ref().clone()) }
+            }),
+        )
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(ApiError::Internal("a request handler panicked".into()))
+        }))
+        .with_state(state)
+}
