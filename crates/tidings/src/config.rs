@@ -1,0 +1,126 @@
+//! Settings: defaults < tidings.toml < TIDINGS_* environment < flags, validated at start-up.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The commented defaults, embedded so `tidings` runs with no file at all.
+pub const DEFAULTS: &str = include_str!("../tidings.default.toml");
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub sqlite_synchronous_full: bool,
+    pub allow_private_targets: bool,
+    pub allow_http_targets: bool,
+    pub retry_schedule: Vec<u32>,
+    pub per_webhook_concurrency: usize,
+    pub max_in_flight: usize,
+    pub log_format: String,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A database URL may carry a password.
+        let database = match self.database_url.split_once('@') {
+            Some((_, host)) => format!("…@{host}"),
+            None => self.database_url.clone(),
+        };
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("database_url", &database)
+            .field("sqlite_synchronous_full", &self.sqlite_synchronous_full)
+            .field("allow_private_targets", &self.allow_private_targets)
+            .field("allow_http_targets", &self.allow_http_targets)
+            .field("retry_schedule", &self.retry_schedule)
+            .field("per_webhook_concurrency", &self.per_webhook_concurrency)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+/// Values given as flags; only those present override the layers below.
+#[derive(Debug, Default, Serialize)]
+pub struct FlagOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_private_targets: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_http_targets: Option<bool>,
+}
+
+impl Settings {
+    /// Loads and validates the layered settings.
+    pub fn load(config_file: Option<&Path>, flags: FlagOverrides) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(path) = config_file {
+            if !path.exists() {
+                anyhow::bail!("the config file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let settings: Settings = figment
+            .merge(Env::prefixed("TIDINGS_").ignore(&["config", "log"]))
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        tidings_core::retry::validate_schedule(&self.retry_schedule).map_err(|e| anyhow::anyhow!("retry_schedule: {e}"))?;
+        if self.per_webhook_concurrency == 0 || self.per_webhook_concurrency > 1000 {
+            anyhow::bail!("per_webhook_concurrency must be between 1 and 1000");
+        }
+        if self.max_in_flight == 0 || self.max_in_flight > 100_000 {
+            anyhow::bail!("max_in_flight must be between 1 and 100000");
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            anyhow::bail!("log_format must be \"text\" or \"json\"");
+        }
+        if !self.database_url.starts_with("sqlite:") {
+            anyhow::bail!("database_url must be sqlite://PATH (got `{}`)", self.database_url.split('@').next_back().unwrap_or_default());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_load_and_flags_override_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("tidings.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9999\"\nper_webhook_concurrency = 3\n").expect("write");
+        let from_file = Settings::load(Some(&file), FlagOverrides::default()).expect("loads");
+        assert_eq!(from_file.listen.port(), 9999);
+        assert_eq!(from_file.per_webhook_concurrency, 3);
+        assert_eq!(from_file.retry_schedule, vec![60, 300, 1800]);
+        let flags = FlagOverrides { listen: Some("127.0.0.1:7777".parse().expect("addr")), ..FlagOverrides::default() };
+        assert_eq!(Settings::load(Some(&file), flags).expect("loads").listen.port(), 7777);
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_a_message() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("tidings.toml");
+        std::fs::write(&file, "retry_schedule = [0]\n").expect("write");
+        let error = Settings::load(Some(&file), FlagOverrides::default()).expect_err("refused");
+        assert!(error.to_string().contains("retry_schedule"), "{error}");
+        std::fs::write(&file, "listn = \"x\"\n").expect("write");
+        assert!(Settings::load(Some(&file), FlagOverrides::default()).is_err());
+        assert!(Settings::load(Some(&dir.path().join("missing.toml")), FlagOverrides::default()).is_err());
+    }
+}

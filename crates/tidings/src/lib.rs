@@ -1,0 +1,94 @@
+//! The Tidings process: settings, storage, the API and the dispatcher, started and stopped together.
+
+pub mod config;
+
+use std::sync::{Arc, OnceLock};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tidings_core::webhook::TargetPolicy;
+use tidings_delivery::{Dispatcher, DispatcherConfig};
+use tidings_server::{ApiSettings, AppState};
+use tidings_store::Store;
+use tidings_store_sqlite::{SqliteOptions, SqliteStore};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Settings;
+
+/// Opens the configured storage, creating and migrating it.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<SqliteStore>> {
+    let store = SqliteStore::open(&SqliteOptions {
+        url: settings.database_url.clone(),
+        synchronous_full: settings.sqlite_synchronous_full,
+        readers: 8,
+    })
+    .await?;
+    Ok(Arc::new(store))
+}
+
+/// The process-wide Prometheus recorder (installed once, shared by every application in a process).
+fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok().map(|()| handle)
+        })
+        .clone()
+}
+
+/// A running Tidings: the bound API listener and the dispatcher, sharing one store.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    dispatcher: Dispatcher,
+    store: Arc<SqliteStore>,
+}
+
+impl Application {
+    /// Opens storage and binds the listener (port 0 picks a free port).
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let store = open_store(settings).await?;
+        let dyn_store: Arc<dyn Store> = store.clone();
+        let policy = TargetPolicy { allow_http: settings.allow_http_targets, allow_private: settings.allow_private_targets };
+        let state = AppState::new(dyn_store.clone(), ApiSettings { target_policy: policy, ..ApiSettings::default() }, metrics_handle());
+        let router = tidings_server::router(state);
+        let dispatcher = Dispatcher::new(
+            dyn_store,
+            DispatcherConfig {
+                node: format!("node-{}", uuid::Uuid::now_v7().simple()),
+                retry_schedule: settings.retry_schedule.clone(),
+                per_webhook_concurrency: settings.per_webhook_concurrency,
+                max_in_flight: settings.max_in_flight,
+                allow_private_targets: settings.allow_private_targets,
+                ..DispatcherConfig::default()
+            },
+        )
+        .map_err(anyhow::Error::msg)?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
+        Ok(Self { listener, router, dispatcher, store })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves and delivers until `shutdown` is cancelled, then stops accepting requests, lets the
+    /// dispatcher finish or give back its attempts, and closes storage.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.clone()));
+        let server_shutdown = shutdown.clone();
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
+            .await;
+        shutdown.cancel();
+        if let Err(error) = dispatcher.await {
+            tracing::error!(%error, "the dispatcher stopped abnormally");
+        }
+        self.store.close().await;
+        served.map_err(|e| anyhow::anyhow!("the API server failed: {e}"))
+    }
+}
