@@ -72,6 +72,11 @@ impl Application {
         Ok(Self { listener, router, dispatcher, store })
     }
 
+    /// The store this application runs on (tests and the CLI issue keys through it).
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }

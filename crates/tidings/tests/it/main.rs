@@ -1,0 +1,9 @@
+//! Integration tests: the real router and dispatcher over real sockets, real SQLite, and real
+//! receivers on loopback.
+
+mod helpers;
+
+mod api;
+mod delivery;
+mod durability;
+mod interop;
