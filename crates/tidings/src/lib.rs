@@ -1,6 +1,7 @@
 //! The Tidings process: settings, storage, the API and the dispatcher, started and stopped together.
 
 pub mod config;
+pub mod listen;
 
 use std::sync::{Arc, OnceLock};
 

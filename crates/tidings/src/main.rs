@@ -39,6 +39,18 @@ enum Command {
     },
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Run a local receiver that verifies signatures and prints each delivery.
+    Listen {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        addr: std::net::SocketAddr,
+        /// The webhook's signing secret (whsec_...); without it nothing is verified.
+        #[arg(long, env = "TIDINGS_LISTEN_SECRET")]
+        secret: Option<String>,
+        /// Header of `hmac-sha256` signatures.
+        #[arg(long, default_value = "x-tidings-signature")]
+        hmac_header: String,
+    },
     /// Manage API keys.
     Key {
         #[command(subcommand)]
@@ -120,8 +132,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         flags.allow_private_targets = allow_private_targets.then_some(true);
         flags.allow_http_targets = allow_http_targets.then_some(true);
     }
+    if let Command::Listen { addr, secret, hmac_header } = cli.command {
+        return tidings::listen::run(tidings::listen::ListenOptions { addr, secret, hmac_header: hmac_header.to_ascii_lowercase() }).await;
+    }
     let settings = Settings::load(cli.config.as_deref(), flags)?;
     match cli.command {
+        Command::Listen { .. } => Ok(()),
         Command::Serve { .. } => {
             init_logging(settings.log_format == "json");
             let app = tidings::Application::build(&settings).await?;
