@@ -85,7 +85,9 @@ pub fn validate_name(name: &str) -> Result<(), CatalogError> {
     let segments: Vec<&str> = name.split('.').collect();
     let word_ok = |word: &str| {
         !word.is_empty()
-            && word.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            && word
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
             && word.as_bytes()[0].is_ascii_lowercase()
     };
     let version_ok = |word: &str| {
@@ -111,7 +113,11 @@ pub fn validate_group(group: &str) -> Result<(), CatalogError> {
         && group
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if ok { Ok(()) } else { Err(CatalogError::BadGroup) }
+    if ok {
+        Ok(())
+    } else {
+        Err(CatalogError::BadGroup)
+    }
 }
 
 /// Validates a custom definition: a new name, a compilable schema, an example that fits it.
@@ -126,7 +132,10 @@ pub fn validate_custom(def: &EventTypeDef) -> Result<(), CatalogError> {
         if let Some(example) = &def.example {
             compiled
                 .check(example)
-                .map_err(|v| CatalogError::BadExample { path: v.path, message: v.message })?;
+                .map_err(|v| CatalogError::BadExample {
+                    path: v.path,
+                    message: v.message,
+                })?;
         }
     }
     Ok(())
@@ -168,7 +177,11 @@ impl DataSchema {
             Some(error) => {
                 let pointer = error.instance_path().to_string();
                 Err(SchemaViolation {
-                    path: if pointer.is_empty() { "/".to_owned() } else { pointer },
+                    path: if pointer.is_empty() {
+                        "/".to_owned()
+                    } else {
+                        pointer
+                    },
                     message: error.to_string(),
                 })
             }
@@ -185,12 +198,26 @@ mod tests {
         assert_eq!(builtin().len(), BUILTIN_FILES.len());
         for def in builtin() {
             validate_name(&def.name).unwrap_or_else(|_| panic!("bad name {}", def.name));
-            assert!(!def.description.is_empty(), "{} has no description", def.name);
-            assert_eq!(def.name.split('.').next(), Some(def.group.as_str()), "{}", def.name);
+            assert!(
+                !def.description.is_empty(),
+                "{} has no description",
+                def.name
+            );
+            assert_eq!(
+                def.name.split('.').next(),
+                Some(def.group.as_str()),
+                "{}",
+                def.name
+            );
             let schema = def.schema.as_ref().expect("built-in types have a schema");
-            let example = def.example.as_ref().expect("built-in types have an example");
+            let example = def
+                .example
+                .as_ref()
+                .expect("built-in types have an example");
             let compiled = DataSchema::compile(schema).expect("schema compiles");
-            compiled.check(example).unwrap_or_else(|v| panic!("{}: {v:?}", def.name));
+            compiled
+                .check(example)
+                .unwrap_or_else(|v| panic!("{}: {v:?}", def.name));
         }
     }
 
@@ -205,7 +232,12 @@ mod tests {
             example.as_object_mut().expect("object").remove(field);
             let violation = compiled.check(&example).expect_err("must fail");
             assert_eq!(violation.path, "/", "{}", def.name);
-            assert!(violation.message.contains(field), "{}: {}", def.name, violation.message);
+            assert!(
+                violation.message.contains(field),
+                "{}: {}",
+                def.name,
+                violation.message
+            );
         }
     }
 
@@ -227,7 +259,16 @@ mod tests {
         for good in ["deal.won.v1", "crm.contact_synced.v12"] {
             assert_eq!(validate_name(good), Ok(()), "{good}");
         }
-        for bad in ["deal", "deal.won", "Deal.won.v1", "deal..v1", "deal.won.v", "deal.won.1", ".won.v1", "1deal.won.v1"] {
+        for bad in [
+            "deal",
+            "deal.won",
+            "Deal.won.v1",
+            "deal..v1",
+            "deal.won.v",
+            "deal.won.1",
+            ".won.v1",
+            "1deal.won.v1",
+        ] {
             assert_eq!(validate_name(bad), Err(CatalogError::BadName), "{bad}");
         }
     }
@@ -241,14 +282,23 @@ mod tests {
             schema: None,
             example: None,
         };
-        assert!(matches!(validate_custom(&def), Err(CatalogError::Builtin(_))));
+        assert!(matches!(
+            validate_custom(&def),
+            Err(CatalogError::Builtin(_))
+        ));
         def.name = "deal.won.v1".into();
         def.schema = Some(serde_json::json!({"type": "object", "required": ["amount"]}));
         def.example = Some(serde_json::json!({}));
-        assert!(matches!(validate_custom(&def), Err(CatalogError::BadExample { .. })));
+        assert!(matches!(
+            validate_custom(&def),
+            Err(CatalogError::BadExample { .. })
+        ));
         def.example = Some(serde_json::json!({"amount": 3}));
         assert_eq!(validate_custom(&def), Ok(()));
         def.schema = Some(serde_json::json!({"type": 12}));
-        assert!(matches!(validate_custom(&def), Err(CatalogError::BadSchema(_))));
+        assert!(matches!(
+            validate_custom(&def),
+            Err(CatalogError::BadSchema(_))
+        ));
     }
 }

@@ -35,7 +35,10 @@ pub fn new_id(kind: IdKind) -> String {
 /// Whether `text` has the shape of an id of `kind`; used to reject garbage before it reaches storage.
 pub fn is_id(kind: IdKind, text: &str) -> bool {
     text.strip_prefix(kind.prefix()).is_some_and(|rest| {
-        rest.len() == 32 && rest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        rest.len() == 32
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -83,7 +86,13 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_rejected() {
-        for bad in ["", "ws_", "ws_xyz", "wh_0123456789abcdef0123456789abcdef", "ws_0123456789ABCDEF0123456789abcdef"] {
+        for bad in [
+            "",
+            "ws_",
+            "ws_xyz",
+            "wh_0123456789abcdef0123456789abcdef",
+            "ws_0123456789ABCDEF0123456789abcdef",
+        ] {
             assert!(WorkspaceId::parse(bad).is_none(), "{bad}");
         }
         assert!(WorkspaceId::parse("ws_0123456789abcdef0123456789abcdef").is_some());

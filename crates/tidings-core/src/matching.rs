@@ -88,12 +88,18 @@ fn list_matches(list: &[String], value: Option<&String>) -> bool {
 /// Whether a webhook with these event types and filters wants this event.
 /// `category_ids` only constrains `lead.category_updated.v1`; `agent_ids` only constrains events that
 /// carry an `agent_id`; campaign and client filters do not match events lacking the attribute.
-pub fn matches(event_types: &[String], filters: &Filters, event_type: &str, scope: &EventScope) -> bool {
+pub fn matches(
+    event_types: &[String],
+    filters: &Filters,
+    event_type: &str,
+    scope: &EventScope,
+) -> bool {
     event_types.iter().any(|t| t == event_type)
         && list_matches(&filters.campaign_ids, scope.campaign_id.as_ref())
         && list_matches(&filters.client_ids, scope.client_id.as_ref())
         && (scope.agent_id.is_none() || list_matches(&filters.agent_ids, scope.agent_id.as_ref()))
-        && (event_type != CATEGORY_EVENT_TYPE || list_matches(&filters.category_ids, scope.category_id.as_ref()))
+        && (event_type != CATEGORY_EVENT_TYPE
+            || list_matches(&filters.category_ids, scope.category_id.as_ref()))
 }
 
 /// Of the webhooks that match an event, the ones that receive it under `precedence`.
@@ -103,7 +109,10 @@ pub fn apply_precedence(matching: &[Level], precedence: LevelPrecedence) -> Vec<
         LevelPrecedence::All => vec![true; matching.len()],
         LevelPrecedence::Broadest => {
             let broadest = matching.iter().min().copied();
-            matching.iter().map(|level| Some(*level) == broadest).collect()
+            matching
+                .iter()
+                .map(|level| Some(*level) == broadest)
+                .collect()
         }
     }
 }
@@ -116,7 +125,12 @@ mod tests {
         list.iter().map(|s| (*s).to_owned()).collect()
     }
 
-    fn scope(campaign: Option<&str>, client: Option<&str>, agent: Option<&str>, category: Option<&str>) -> EventScope {
+    fn scope(
+        campaign: Option<&str>,
+        client: Option<&str>,
+        agent: Option<&str>,
+        category: Option<&str>,
+    ) -> EventScope {
         EventScope {
             campaign_id: campaign.map(Into::into),
             client_id: client.map(Into::into),
@@ -126,42 +140,127 @@ mod tests {
     }
 
     fn check(filters: Filters, event_type: &str, scope: EventScope, expected: bool) {
-        let types = ids(&["email.sent.v1", CATEGORY_EVENT_TYPE, "linkedin.invitation_sent.v1"]);
-        assert_eq!(matches(&types, &filters, event_type, &scope), expected, "{filters:?} {event_type} {scope:?}");
+        let types = ids(&[
+            "email.sent.v1",
+            CATEGORY_EVENT_TYPE,
+            "linkedin.invitation_sent.v1",
+        ]);
+        assert_eq!(
+            matches(&types, &filters, event_type, &scope),
+            expected,
+            "{filters:?} {event_type} {scope:?}"
+        );
     }
 
     #[test]
     fn event_type_must_be_subscribed() {
-        check(Filters::default(), "email.sent.v1", EventScope::default(), true);
-        check(Filters::default(), "email.opened.v1", EventScope::default(), false);
+        check(
+            Filters::default(),
+            "email.sent.v1",
+            EventScope::default(),
+            true,
+        );
+        check(
+            Filters::default(),
+            "email.opened.v1",
+            EventScope::default(),
+            false,
+        );
     }
 
     #[test]
     fn campaign_and_client_filters() {
-        let campaigns = Filters { campaign_ids: ids(&["c1", "c2"]), ..Filters::default() };
-        check(campaigns.clone(), "email.sent.v1", scope(Some("c2"), None, None, None), true);
-        check(campaigns.clone(), "email.sent.v1", scope(Some("c3"), None, None, None), false);
-        check(campaigns, "email.sent.v1", scope(None, None, None, None), false);
-        let clients = Filters { client_ids: ids(&["k1"]), ..Filters::default() };
-        check(clients.clone(), "email.sent.v1", scope(None, Some("k1"), None, None), true);
-        check(clients, "email.sent.v1", scope(None, None, None, None), false);
+        let campaigns = Filters {
+            campaign_ids: ids(&["c1", "c2"]),
+            ..Filters::default()
+        };
+        check(
+            campaigns.clone(),
+            "email.sent.v1",
+            scope(Some("c2"), None, None, None),
+            true,
+        );
+        check(
+            campaigns.clone(),
+            "email.sent.v1",
+            scope(Some("c3"), None, None, None),
+            false,
+        );
+        check(
+            campaigns,
+            "email.sent.v1",
+            scope(None, None, None, None),
+            false,
+        );
+        let clients = Filters {
+            client_ids: ids(&["k1"]),
+            ..Filters::default()
+        };
+        check(
+            clients.clone(),
+            "email.sent.v1",
+            scope(None, Some("k1"), None, None),
+            true,
+        );
+        check(
+            clients,
+            "email.sent.v1",
+            scope(None, None, None, None),
+            false,
+        );
     }
 
     #[test]
     fn agent_filter_applies_only_to_events_with_an_agent() {
-        let agents = Filters { agent_ids: ids(&["a1"]), ..Filters::default() };
-        check(agents.clone(), "linkedin.invitation_sent.v1", scope(None, None, Some("a1"), None), true);
-        check(agents.clone(), "linkedin.invitation_sent.v1", scope(None, None, Some("a2"), None), false);
+        let agents = Filters {
+            agent_ids: ids(&["a1"]),
+            ..Filters::default()
+        };
+        check(
+            agents.clone(),
+            "linkedin.invitation_sent.v1",
+            scope(None, None, Some("a1"), None),
+            true,
+        );
+        check(
+            agents.clone(),
+            "linkedin.invitation_sent.v1",
+            scope(None, None, Some("a2"), None),
+            false,
+        );
         check(agents, "email.sent.v1", scope(None, None, None, None), true);
     }
 
     #[test]
     fn category_filter_applies_only_to_category_updates() {
-        let categories = Filters { category_ids: ids(&["interested"]), ..Filters::default() };
-        check(categories.clone(), CATEGORY_EVENT_TYPE, scope(None, None, None, Some("interested")), true);
-        check(categories.clone(), CATEGORY_EVENT_TYPE, scope(None, None, None, Some("not_interested")), false);
-        check(categories.clone(), CATEGORY_EVENT_TYPE, scope(None, None, None, None), false);
-        check(categories, "email.sent.v1", scope(None, None, None, Some("other")), true);
+        let categories = Filters {
+            category_ids: ids(&["interested"]),
+            ..Filters::default()
+        };
+        check(
+            categories.clone(),
+            CATEGORY_EVENT_TYPE,
+            scope(None, None, None, Some("interested")),
+            true,
+        );
+        check(
+            categories.clone(),
+            CATEGORY_EVENT_TYPE,
+            scope(None, None, None, Some("not_interested")),
+            false,
+        );
+        check(
+            categories.clone(),
+            CATEGORY_EVENT_TYPE,
+            scope(None, None, None, None),
+            false,
+        );
+        check(
+            categories,
+            "email.sent.v1",
+            scope(None, None, None, Some("other")),
+            true,
+        );
     }
 
     #[test]
@@ -174,15 +273,37 @@ mod tests {
     #[test]
     fn levels_and_precedence() {
         assert_eq!(level(&Filters::default()), Level::Workspace);
-        assert_eq!(level(&Filters { client_ids: ids(&["k"]), ..Filters::default() }), Level::Client);
         assert_eq!(
-            level(&Filters { client_ids: ids(&["k"]), campaign_ids: ids(&["c"]), ..Filters::default() }),
+            level(&Filters {
+                client_ids: ids(&["k"]),
+                ..Filters::default()
+            }),
+            Level::Client
+        );
+        assert_eq!(
+            level(&Filters {
+                client_ids: ids(&["k"]),
+                campaign_ids: ids(&["c"]),
+                ..Filters::default()
+            }),
             Level::Campaign
         );
         let found = [Level::Campaign, Level::Client, Level::Client];
-        assert_eq!(apply_precedence(&found, LevelPrecedence::All), vec![true, true, true]);
-        assert_eq!(apply_precedence(&found, LevelPrecedence::Broadest), vec![false, true, true]);
-        assert_eq!(apply_precedence(&[Level::Campaign], LevelPrecedence::Broadest), vec![true]);
-        assert_eq!(apply_precedence(&[], LevelPrecedence::Broadest), Vec::<bool>::new());
+        assert_eq!(
+            apply_precedence(&found, LevelPrecedence::All),
+            vec![true, true, true]
+        );
+        assert_eq!(
+            apply_precedence(&found, LevelPrecedence::Broadest),
+            vec![false, true, true]
+        );
+        assert_eq!(
+            apply_precedence(&[Level::Campaign], LevelPrecedence::Broadest),
+            vec![true]
+        );
+        assert_eq!(
+            apply_precedence(&[], LevelPrecedence::Broadest),
+            Vec::<bool>::new()
+        );
     }
 }

@@ -75,19 +75,52 @@ const BLOCKED_V6: &[((Ipv6Addr, u8), BlockedClass)] = &[
     (v6([0, 0, 0, 0, 0, 0, 0, 1], 128), BlockedClass::Loopback),
     // IPv4-compatible (deprecated) addresses.
     (v6([0, 0, 0, 0, 0, 0, 0, 0], 96), BlockedClass::Reserved),
-    (v6([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96), BlockedClass::Ipv4Translated),
-    (v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48), BlockedClass::Ipv4Translated),
+    (
+        v6([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96),
+        BlockedClass::Ipv4Translated,
+    ),
+    (
+        v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),
+        BlockedClass::Ipv4Translated,
+    ),
     (v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64), BlockedClass::Reserved),
     // IETF protocol assignments, Teredo included.
-    (v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 23), BlockedClass::Reserved),
-    (v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32), BlockedClass::Documentation),
-    (v6([0x2002, 0, 0, 0, 0, 0, 0, 0], 16), BlockedClass::Ipv4Translated),
-    (v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20), BlockedClass::Documentation),
-    (v6([0x5f00, 0, 0, 0, 0, 0, 0, 0], 16), BlockedClass::Reserved),
-    (v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7), BlockedClass::UniqueLocal),
-    (v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10), BlockedClass::LinkLocal),
-    (v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10), BlockedClass::Reserved),
-    (v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8), BlockedClass::Multicast),
+    (
+        v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 23),
+        BlockedClass::Reserved,
+    ),
+    (
+        v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),
+        BlockedClass::Documentation,
+    ),
+    (
+        v6([0x2002, 0, 0, 0, 0, 0, 0, 0], 16),
+        BlockedClass::Ipv4Translated,
+    ),
+    (
+        v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20),
+        BlockedClass::Documentation,
+    ),
+    (
+        v6([0x5f00, 0, 0, 0, 0, 0, 0, 0], 16),
+        BlockedClass::Reserved,
+    ),
+    (
+        v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),
+        BlockedClass::UniqueLocal,
+    ),
+    (
+        v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),
+        BlockedClass::LinkLocal,
+    ),
+    (
+        v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10),
+        BlockedClass::Reserved,
+    ),
+    (
+        v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),
+        BlockedClass::Multicast,
+    ),
 ];
 
 fn contains_v4(net: (Ipv4Addr, u8), ip: Ipv4Addr) -> bool {

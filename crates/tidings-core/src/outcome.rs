@@ -57,7 +57,10 @@ impl ErrorKind {
 /// What happened on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptResult {
-    Responded { status: u16, retry_after_secs: Option<u64> },
+    Responded {
+        status: u16,
+        retry_after_secs: Option<u64>,
+    },
     Failed(ErrorKind),
 }
 
@@ -66,7 +69,9 @@ pub enum AttemptResult {
 pub enum Verdict {
     Delivered,
     /// Try again per schedule; `retry_after_secs` from the response, if any.
-    Retry { retry_after_secs: Option<u64> },
+    Retry {
+        retry_after_secs: Option<u64>,
+    },
     /// Failed for good; no more attempts.
     Failed,
     /// Failed for good and the webhook is disabled (410 Gone).
@@ -88,14 +93,19 @@ impl AttemptResult {
 
     pub fn verdict(self) -> Verdict {
         match self {
-            AttemptResult::Responded { status, retry_after_secs } => match status {
+            AttemptResult::Responded {
+                status,
+                retry_after_secs,
+            } => match status {
                 200..=299 => Verdict::Delivered,
                 410 => Verdict::Gone,
                 408 | 429 | 500..=599 | 300..=399 => Verdict::Retry { retry_after_secs },
                 _ => Verdict::Failed,
             },
             AttemptResult::Failed(ErrorKind::SsrfBlocked) => Verdict::Failed,
-            AttemptResult::Failed(_) => Verdict::Retry { retry_after_secs: None },
+            AttemptResult::Failed(_) => Verdict::Retry {
+                retry_after_secs: None,
+            },
         }
     }
 }
@@ -106,7 +116,8 @@ pub fn parse_retry_after(value: &str, now_secs: i64) -> Option<u64> {
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(seconds);
     }
-    let moment = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
+    let moment =
+        time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
     Some(u64::try_from(moment.unix_timestamp() - now_secs).unwrap_or(0))
 }
 
@@ -120,12 +131,17 @@ mod tests {
     }
 
     fn status(code: u16) -> AttemptResult {
-        AttemptResult::Responded { status: code, retry_after_secs: None }
+        AttemptResult::Responded {
+            status: code,
+            retry_after_secs: None,
+        }
     }
 
     #[test]
     fn outcome_table() {
-        let retry = Verdict::Retry { retry_after_secs: None };
+        let retry = Verdict::Retry {
+            retry_after_secs: None,
+        };
         check(status(200), Verdict::Delivered, None);
         check(status(204), Verdict::Delivered, None);
         check(status(299), Verdict::Delivered, None);
@@ -140,13 +156,41 @@ mod tests {
         check(status(401), Verdict::Failed, Some(ErrorKind::HttpStatus));
         check(status(404), Verdict::Failed, Some(ErrorKind::HttpStatus));
         check(status(422), Verdict::Failed, Some(ErrorKind::HttpStatus));
-        check(AttemptResult::Failed(ErrorKind::Timeout), retry, Some(ErrorKind::Timeout));
-        check(AttemptResult::Failed(ErrorKind::Connect), retry, Some(ErrorKind::Connect));
-        check(AttemptResult::Failed(ErrorKind::Dns), retry, Some(ErrorKind::Dns));
-        check(AttemptResult::Failed(ErrorKind::Tls), retry, Some(ErrorKind::Tls));
-        check(AttemptResult::Failed(ErrorKind::SsrfBlocked), Verdict::Failed, Some(ErrorKind::SsrfBlocked));
-        let limited = AttemptResult::Responded { status: 429, retry_after_secs: Some(30) };
-        assert_eq!(limited.verdict(), Verdict::Retry { retry_after_secs: Some(30) });
+        check(
+            AttemptResult::Failed(ErrorKind::Timeout),
+            retry,
+            Some(ErrorKind::Timeout),
+        );
+        check(
+            AttemptResult::Failed(ErrorKind::Connect),
+            retry,
+            Some(ErrorKind::Connect),
+        );
+        check(
+            AttemptResult::Failed(ErrorKind::Dns),
+            retry,
+            Some(ErrorKind::Dns),
+        );
+        check(
+            AttemptResult::Failed(ErrorKind::Tls),
+            retry,
+            Some(ErrorKind::Tls),
+        );
+        check(
+            AttemptResult::Failed(ErrorKind::SsrfBlocked),
+            Verdict::Failed,
+            Some(ErrorKind::SsrfBlocked),
+        );
+        let limited = AttemptResult::Responded {
+            status: 429,
+            retry_after_secs: Some(30),
+        };
+        assert_eq!(
+            limited.verdict(),
+            Verdict::Retry {
+                retry_after_secs: Some(30)
+            }
+        );
     }
 
     #[test]
@@ -154,15 +198,30 @@ mod tests {
         assert_eq!(parse_retry_after("120", 0), Some(120));
         assert_eq!(parse_retry_after(" 5 ", 0), Some(5));
         // Sun, 06 Nov 1994 08:49:37 GMT is 784111777.
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784_111_700), Some(77));
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784_111_800), Some(0));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784_111_700),
+            Some(77)
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784_111_800),
+            Some(0)
+        );
         assert_eq!(parse_retry_after("soon", 0), None);
         assert_eq!(parse_retry_after("-3", 0), None);
     }
 
     #[test]
     fn error_kinds_round_trip_through_text() {
-        for kind in ["http_status", "timeout", "connect", "dns", "tls", "ssrf_blocked", "redirect", "other"] {
+        for kind in [
+            "http_status",
+            "timeout",
+            "connect",
+            "dns",
+            "tls",
+            "ssrf_blocked",
+            "redirect",
+            "other",
+        ] {
             assert_eq!(ErrorKind::parse(kind).map(ErrorKind::as_str), Some(kind));
         }
         assert_eq!(ErrorKind::parse("nope"), None);

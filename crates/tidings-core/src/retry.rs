@@ -18,10 +18,14 @@ pub const MAX_DELAY_SECS: u32 = 7 * 24 * 3600;
 /// Checks an operator- or webhook-supplied retry schedule.
 pub fn validate_schedule(schedule: &[u32]) -> Result<(), String> {
     if schedule.len() > MAX_SCHEDULE_LEN {
-        return Err(format!("a retry schedule holds at most {MAX_SCHEDULE_LEN} delays"));
+        return Err(format!(
+            "a retry schedule holds at most {MAX_SCHEDULE_LEN} delays"
+        ));
     }
     if let Some(bad) = schedule.iter().find(|d| **d == 0 || **d > MAX_DELAY_SECS) {
-        return Err(format!("retry delay {bad} s is outside 1..{MAX_DELAY_SECS} seconds"));
+        return Err(format!(
+            "retry delay {bad} s is outside 1..{MAX_DELAY_SECS} seconds"
+        ));
     }
     Ok(())
 }
@@ -80,7 +84,8 @@ mod tests {
         check(1, None, -1.0, Some(NOW + 54_000));
         check(1, None, 7.0, Some(NOW + 66_000));
         for _ in 0..1000 {
-            let at = next_attempt_at(&DEFAULT_SCHEDULE_SECS, 2, None, NOW, random_jitter()).expect("due");
+            let at = next_attempt_at(&DEFAULT_SCHEDULE_SECS, 2, None, NOW, random_jitter())
+                .expect("due");
             assert!((NOW + 270_000..=NOW + 330_000).contains(&at));
         }
     }

@@ -56,7 +56,13 @@ pub fn standard_signature(secret: &str, message_id: &str, timestamp: i64, body: 
     let timestamp = timestamp.to_string();
     let digest = hmac(
         &standard_key(secret),
-        &[message_id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
+        &[
+            message_id.as_bytes(),
+            b".",
+            timestamp.as_bytes(),
+            b".",
+            body,
+        ],
     );
     format!("v1,{}", BASE64.encode(digest))
 }
@@ -74,7 +80,13 @@ pub fn hmac_sha256_signature(secret: &str, body: &[u8]) -> String {
 
 /// Checks a `webhook-signature` header value (space-separated `v1,...` entries) against a secret, in
 /// constant time per entry.
-pub fn verify_standard(secret: &str, message_id: &str, timestamp: i64, body: &[u8], header: &str) -> bool {
+pub fn verify_standard(
+    secret: &str,
+    message_id: &str,
+    timestamp: i64,
+    body: &[u8],
+    header: &str,
+) -> bool {
     let expected = standard_signature(secret, message_id, timestamp, body);
     header
         .split(' ')
@@ -102,15 +114,30 @@ mod tests {
             standard_signature(secret, id, timestamp, body),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
-        assert!(verify_standard(secret, id, timestamp, body, "v1,bogus v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="));
-        assert!(!verify_standard(secret, id, timestamp + 1, body, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="));
+        assert!(verify_standard(
+            secret,
+            id,
+            timestamp,
+            body,
+            "v1,bogus v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        ));
+        assert!(!verify_standard(
+            secret,
+            id,
+            timestamp + 1,
+            body,
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        ));
     }
 
     #[test]
     fn hmac_sha256_is_keyed_with_the_secret_string_bytes() {
         // Computed with Python: hmac.new(b"whsec_abc", b'{"a":1}', hashlib.sha256).hexdigest()
         let value = hmac_sha256_signature("whsec_abc", br#"{"a":1}"#);
-        assert_eq!(value, "sha256=359ab2775fc376b1a8dee20a432572581b7d5b4e2c3a4e3ff657ed6713fa7eeb");
+        assert_eq!(
+            value,
+            "sha256=359ab2775fc376b1a8dee20a432572581b7d5b4e2c3a4e3ff657ed6713fa7eeb"
+        );
         assert!(verify_hmac_sha256("whsec_abc", br#"{"a":1}"#, &value));
         assert!(!verify_hmac_sha256("whsec_abd", br#"{"a":1}"#, &value));
     }

@@ -126,7 +126,10 @@ pub struct InvalidWebhook {
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidWebhook {
-    InvalidWebhook { field: field.into(), message: message.into() }
+    InvalidWebhook {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 /// Headers a webhook may not set: the transport's own and the signatures'.
@@ -148,12 +151,15 @@ const RESERVED_HEADERS: &[&str] = &[
 /// RFC 9110 `token`: the characters a header name may use.
 fn is_token(text: &str) -> bool {
     !text.is_empty()
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// RFC 9110 field value: visible ASCII, spaces and tabs, no leading or trailing whitespace.
 fn is_field_value(text: &str) -> bool {
-    text.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+    text.bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
         && text.trim_matches([' ', '\t']).len() == text.len()
 }
 
@@ -168,16 +174,31 @@ pub fn validate_url(text: &str, policy: TargetPolicy) -> Result<url::Url, Invali
     match url.scheme() {
         "https" => {}
         "http" if policy.allow_http => {}
-        "http" => return Err(invalid("url", "the URL must use https:// (this server does not allow http:// targets)")),
-        other => return Err(invalid("url", format!("the URL scheme `{other}` is not supported; use https://"))),
+        "http" => {
+            return Err(invalid(
+                "url",
+                "the URL must use https:// (this server does not allow http:// targets)",
+            ));
+        }
+        other => {
+            return Err(invalid(
+                "url",
+                format!("the URL scheme `{other}` is not supported; use https://"),
+            ));
+        }
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid("url", "the URL must not carry credentials; send them in a custom header instead"));
+        return Err(invalid(
+            "url",
+            "the URL must not carry credentials; send them in a custom header instead",
+        ));
     }
     if url.fragment().is_some() {
         return Err(invalid("url", "the URL must not have a #fragment"));
     }
-    let host = url.host().ok_or_else(|| invalid("url", "the URL has no host"))?;
+    let host = url
+        .host()
+        .ok_or_else(|| invalid("url", "the URL has no host"))?;
     if !policy.allow_private {
         let literal = match host {
             url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
@@ -185,13 +206,22 @@ pub fn validate_url(text: &str, policy: TargetPolicy) -> Result<url::Url, Invali
             url::Host::Domain(name) => {
                 let name = name.trim_end_matches('.').to_ascii_lowercase();
                 if name == "localhost" || name.ends_with(".localhost") {
-                    return Err(invalid("url", "the URL points at this machine (localhost), which webhooks may not reach"));
+                    return Err(invalid(
+                        "url",
+                        "the URL points at this machine (localhost), which webhooks may not reach",
+                    ));
                 }
                 None
             }
         };
         if let Some(class) = literal.and_then(net::blocked_class) {
-            return Err(invalid("url", format!("the URL points at {}, which webhooks may not reach", class.describe())));
+            return Err(invalid(
+                "url",
+                format!(
+                    "the URL points at {}, which webhooks may not reach",
+                    class.describe()
+                ),
+            ));
         }
     }
     Ok(url)
@@ -202,7 +232,10 @@ fn validate_ids(field: &str, ids: &[String]) -> Result<(), InvalidWebhook> {
         return Err(invalid(field, format!("at most {MAX_FILTER_IDS} ids")));
     }
     if let Some(bad) = ids.iter().find(|id| id.is_empty() || id.len() > 200) {
-        return Err(invalid(field, format!("`{bad}` is not a valid id (1 to 200 characters)")));
+        return Err(invalid(
+            field,
+            format!("`{bad}` is not a valid id (1 to 200 characters)"),
+        ));
     }
     Ok(())
 }
@@ -217,17 +250,26 @@ pub fn validate_spec(
         return Err(invalid("name", "the name is longer than 200 characters"));
     }
     if spec.description.chars().count() > 2000 {
-        return Err(invalid("description", "the description is longer than 2000 characters"));
+        return Err(invalid(
+            "description",
+            "the description is longer than 2000 characters",
+        ));
     }
     validate_url(&spec.url, policy)?;
     if spec.event_types.is_empty() {
         return Err(invalid("event_types", "choose at least one event type"));
     }
     if spec.event_types.len() > MAX_EVENT_TYPES {
-        return Err(invalid("event_types", format!("at most {MAX_EVENT_TYPES} event types")));
+        return Err(invalid(
+            "event_types",
+            format!("at most {MAX_EVENT_TYPES} event types"),
+        ));
     }
     if let Some(unknown) = spec.event_types.iter().find(|t| !event_type_exists(t)) {
-        return Err(invalid("event_types", format!("`{unknown}` is not an event type of this server")));
+        return Err(invalid(
+            "event_types",
+            format!("`{unknown}` is not an event type of this server"),
+        ));
     }
     validate_ids("filters.campaign_ids", &spec.filters.campaign_ids)?;
     validate_ids("filters.client_ids", &spec.filters.client_ids)?;
@@ -237,35 +279,58 @@ pub fn validate_spec(
     let hmac_header = spec.signing.hmac_header().to_ascii_lowercase();
     if spec.signing.header.is_some() {
         if spec.signing.scheme != SigningScheme::HmacSha256 {
-            return Err(invalid("signing.header", "a signature header name only applies to the hmac-sha256 scheme"));
+            return Err(invalid(
+                "signing.header",
+                "a signature header name only applies to the hmac-sha256 scheme",
+            ));
         }
         if !is_token(&hmac_header) || hmac_header.len() > 100 {
-            return Err(invalid("signing.header", "the signature header name must be a valid HTTP header name"));
+            return Err(invalid(
+                "signing.header",
+                "the signature header name must be a valid HTTP header name",
+            ));
         }
         if RESERVED_HEADERS.contains(&hmac_header.as_str()) && hmac_header != DEFAULT_HMAC_HEADER {
-            return Err(invalid("signing.header", format!("`{hmac_header}` is reserved and cannot carry the signature")));
+            return Err(invalid(
+                "signing.header",
+                format!("`{hmac_header}` is reserved and cannot carry the signature"),
+            ));
         }
     }
     if spec.headers.len() > MAX_HEADERS {
-        return Err(invalid("headers", format!("at most {MAX_HEADERS} custom headers")));
+        return Err(invalid(
+            "headers",
+            format!("at most {MAX_HEADERS} custom headers"),
+        ));
     }
     for (name, value) in &spec.headers {
         let lower = name.to_ascii_lowercase();
         if !is_token(name) || name.len() > 100 {
-            return Err(invalid("headers", format!("`{name}` is not a valid HTTP header name")));
+            return Err(invalid(
+                "headers",
+                format!("`{name}` is not a valid HTTP header name"),
+            ));
         }
         if RESERVED_HEADERS.contains(&lower.as_str()) || lower == hmac_header {
-            return Err(invalid("headers", format!("`{name}` is set by Tidings and cannot be a custom header")));
+            return Err(invalid(
+                "headers",
+                format!("`{name}` is set by Tidings and cannot be a custom header"),
+            ));
         }
         if !is_field_value(value) || value.len() > 4096 {
             return Err(invalid(
                 "headers",
-                format!("the value of `{name}` must be printable text without line breaks or surrounding spaces, at most 4096 bytes"),
+                format!(
+                    "the value of `{name}` must be printable text without line breaks or surrounding spaces, at most 4096 bytes"
+                ),
             ));
         }
     }
     if !(MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&spec.timeout_ms) {
-        return Err(invalid("timeout_ms", format!("the timeout must be between {MIN_TIMEOUT_MS} and {MAX_TIMEOUT_MS} ms")));
+        return Err(invalid(
+            "timeout_ms",
+            format!("the timeout must be between {MIN_TIMEOUT_MS} and {MAX_TIMEOUT_MS} ms"),
+        ));
     }
     if let Some(schedule) = &spec.retry_schedule {
         crate::retry::validate_schedule(schedule).map_err(|m| invalid("retry_schedule", m))?;
@@ -273,7 +338,10 @@ pub fn validate_spec(
     if let Some(rate) = spec.rate_limit_per_s
         && !(1..=10_000).contains(&rate)
     {
-        return Err(invalid("rate_limit_per_s", "the rate limit must be between 1 and 10000 per second"));
+        return Err(invalid(
+            "rate_limit_per_s",
+            "the rate limit must be between 1 and 10000 per second",
+        ));
     }
     Ok(())
 }
@@ -282,8 +350,14 @@ pub fn validate_spec(
 mod tests {
     use super::*;
 
-    const STRICT: TargetPolicy = TargetPolicy { allow_http: false, allow_private: false };
-    const LOOSE: TargetPolicy = TargetPolicy { allow_http: true, allow_private: true };
+    const STRICT: TargetPolicy = TargetPolicy {
+        allow_http: false,
+        allow_private: false,
+    };
+    const LOOSE: TargetPolicy = TargetPolicy {
+        allow_http: true,
+        allow_private: true,
+    };
 
     fn spec() -> WebhookSpec {
         WebhookSpec {
@@ -304,8 +378,14 @@ mod tests {
     fn check(change: impl FnOnce(&mut WebhookSpec), policy: TargetPolicy, field: Option<&str>) {
         let mut spec = spec();
         change(&mut spec);
-        let result = validate_spec(&spec, policy, |t| t == "email.sent.v1" || t == "email.opened.v1");
-        assert_eq!(result.as_ref().err().map(|e| e.field.as_str()), field, "{spec:?}: {result:?}");
+        let result = validate_spec(&spec, policy, |t| {
+            t == "email.sent.v1" || t == "email.opened.v1"
+        });
+        assert_eq!(
+            result.as_ref().err().map(|e| e.field.as_str()),
+            field,
+            "{spec:?}: {result:?}"
+        );
     }
 
     #[test]
@@ -315,26 +395,70 @@ mod tests {
 
     #[test]
     fn url_rules() {
-        check(|s| s.url = "http://hooks.example.com".into(), STRICT, Some("url"));
+        check(
+            |s| s.url = "http://hooks.example.com".into(),
+            STRICT,
+            Some("url"),
+        );
         check(|s| s.url = "http://hooks.example.com".into(), LOOSE, None);
-        check(|s| s.url = "ftp://hooks.example.com".into(), LOOSE, Some("url"));
+        check(
+            |s| s.url = "ftp://hooks.example.com".into(),
+            LOOSE,
+            Some("url"),
+        );
         check(|s| s.url = "/relative".into(), STRICT, Some("url"));
-        check(|s| s.url = "https://user:pw@hooks.example.com".into(), STRICT, Some("url"));
-        check(|s| s.url = "https://hooks.example.com/#frag".into(), STRICT, Some("url"));
-        check(|s| s.url = "https://127.0.0.1/x".into(), STRICT, Some("url"));
-        check(|s| s.url = "https://[::ffff:127.0.0.1]/x".into(), STRICT, Some("url"));
-        check(|s| s.url = "https://169.254.169.254/latest".into(), STRICT, Some("url"));
+        check(
+            |s| s.url = "https://user:pw@hooks.example.com".into(),
+            STRICT,
+            Some("url"),
+        );
+        check(
+            |s| s.url = "https://hooks.example.com/#frag".into(),
+            STRICT,
+            Some("url"),
+        );
+        check(
+            |s| s.url = "https://127.0.0.1/x".into(),
+            STRICT,
+            Some("url"),
+        );
+        check(
+            |s| s.url = "https://[::ffff:127.0.0.1]/x".into(),
+            STRICT,
+            Some("url"),
+        );
+        check(
+            |s| s.url = "https://169.254.169.254/latest".into(),
+            STRICT,
+            Some("url"),
+        );
         check(|s| s.url = "https://0x7f.1/x".into(), STRICT, Some("url"));
-        check(|s| s.url = "https://localhost:8443/x".into(), STRICT, Some("url"));
+        check(
+            |s| s.url = "https://localhost:8443/x".into(),
+            STRICT,
+            Some("url"),
+        );
         check(|s| s.url = "https://127.0.0.1/x".into(), LOOSE, None);
-        check(|s| s.url = format!("https://example.com/{}", "a".repeat(2100)), STRICT, Some("url"));
+        check(
+            |s| s.url = format!("https://example.com/{}", "a".repeat(2100)),
+            STRICT,
+            Some("url"),
+        );
     }
 
     #[test]
     fn event_types_must_exist_and_not_be_empty() {
         check(|s| s.event_types.clear(), STRICT, Some("event_types"));
-        check(|s| s.event_types.push("email.nope.v1".into()), STRICT, Some("event_types"));
-        check(|s| s.event_types.push("email.opened.v1".into()), STRICT, None);
+        check(
+            |s| s.event_types.push("email.nope.v1".into()),
+            STRICT,
+            Some("event_types"),
+        );
+        check(
+            |s| s.event_types.push("email.opened.v1".into()),
+            STRICT,
+            None,
+        );
     }
 
     #[test]
@@ -347,10 +471,18 @@ mod tests {
         };
         check(header("X-Api-Key", "abc123"), STRICT, None);
         check(header("Bad Name", "x"), STRICT, Some("headers"));
-        check(header("X-Ok", "line\r\nInjected: 1"), STRICT, Some("headers"));
+        check(
+            header("X-Ok", "line\r\nInjected: 1"),
+            STRICT,
+            Some("headers"),
+        );
         check(header("X-Ok", "nul\0"), STRICT, Some("headers"));
         check(header("X-Ok", " padded"), STRICT, Some("headers"));
-        check(header("Content-Type", "text/plain"), STRICT, Some("headers"));
+        check(
+            header("Content-Type", "text/plain"),
+            STRICT,
+            Some("headers"),
+        );
         check(header("Webhook-Signature", "v1,x"), STRICT, Some("headers"));
         check(header("host", "evil"), STRICT, Some("headers"));
         check(header("User-Agent", "x"), STRICT, Some("headers"));
@@ -361,16 +493,55 @@ mod tests {
     fn hmac_header_name_is_configurable_and_reserved() {
         check(
             |s| {
-                s.signing = Signing { scheme: SigningScheme::HmacSha256, header: Some("X-Hub-Signature".into()) };
+                s.signing = Signing {
+                    scheme: SigningScheme::HmacSha256,
+                    header: Some("X-Hub-Signature".into()),
+                };
                 s.headers.insert("x-hub-signature".into(), "x".into());
             },
             STRICT,
             Some("headers"),
         );
-        check(|s| s.signing = Signing { scheme: SigningScheme::HmacSha256, header: Some("X-Hub-Signature".into()) }, STRICT, None);
-        check(|s| s.signing = Signing { scheme: SigningScheme::HmacSha256, header: Some("bad header".into()) }, STRICT, Some("signing.header"));
-        check(|s| s.signing = Signing { scheme: SigningScheme::HmacSha256, header: Some("webhook-id".into()) }, STRICT, Some("signing.header"));
-        check(|s| s.signing = Signing { scheme: SigningScheme::Standard, header: Some("x-sig".into()) }, STRICT, Some("signing.header"));
+        check(
+            |s| {
+                s.signing = Signing {
+                    scheme: SigningScheme::HmacSha256,
+                    header: Some("X-Hub-Signature".into()),
+                }
+            },
+            STRICT,
+            None,
+        );
+        check(
+            |s| {
+                s.signing = Signing {
+                    scheme: SigningScheme::HmacSha256,
+                    header: Some("bad header".into()),
+                }
+            },
+            STRICT,
+            Some("signing.header"),
+        );
+        check(
+            |s| {
+                s.signing = Signing {
+                    scheme: SigningScheme::HmacSha256,
+                    header: Some("webhook-id".into()),
+                }
+            },
+            STRICT,
+            Some("signing.header"),
+        );
+        check(
+            |s| {
+                s.signing = Signing {
+                    scheme: SigningScheme::Standard,
+                    header: Some("x-sig".into()),
+                }
+            },
+            STRICT,
+            Some("signing.header"),
+        );
     }
 
     #[test]
@@ -379,10 +550,22 @@ mod tests {
         check(|s| s.timeout_ms = 1_000, STRICT, None);
         check(|s| s.timeout_ms = 30_000, STRICT, None);
         check(|s| s.timeout_ms = 30_001, STRICT, Some("timeout_ms"));
-        check(|s| s.retry_schedule = Some(vec![0]), STRICT, Some("retry_schedule"));
+        check(
+            |s| s.retry_schedule = Some(vec![0]),
+            STRICT,
+            Some("retry_schedule"),
+        );
         check(|s| s.retry_schedule = Some(vec![5, 300]), STRICT, None);
-        check(|s| s.rate_limit_per_s = Some(0), STRICT, Some("rate_limit_per_s"));
+        check(
+            |s| s.rate_limit_per_s = Some(0),
+            STRICT,
+            Some("rate_limit_per_s"),
+        );
         check(|s| s.rate_limit_per_s = Some(50), STRICT, None);
-        check(|s| s.filters.campaign_ids = vec![String::new()], STRICT, Some("filters.campaign_ids"));
+        check(
+            |s| s.filters.campaign_ids = vec![String::new()],
+            STRICT,
+            Some("filters.campaign_ids"),
+        );
     }
 }

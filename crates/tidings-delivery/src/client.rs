@@ -46,11 +46,19 @@ impl DeliveryClient {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| format!("cannot build the delivery HTTP client: {e}"))?;
-        Ok(Self { http, allow_private })
+        Ok(Self {
+            http,
+            allow_private,
+        })
     }
 
     /// Sends one attempt and classifies what happened. Never fails: every failure is an outcome.
-    pub async fn send(&self, url: &str, request: &SignedRequest, timeout: Duration) -> AttemptReport {
+    pub async fn send(
+        &self,
+        url: &str,
+        request: &SignedRequest,
+        timeout: Duration,
+    ) -> AttemptReport {
         let started = Instant::now();
         let failed = |kind: ErrorKind, message: String| AttemptReport {
             result: AttemptResult::Failed(kind),
@@ -61,7 +69,12 @@ impl DeliveryClient {
         };
         let parsed = match url::Url::parse(url) {
             Ok(parsed) => parsed,
-            Err(e) => return failed(ErrorKind::Other, format!("the webhook URL is not valid: {e}")),
+            Err(e) => {
+                return failed(
+                    ErrorKind::Other,
+                    format!("the webhook URL is not valid: {e}"),
+                );
+            }
         };
         if let Err(blocked) = check_literal(&parsed, self.allow_private) {
             return failed(ErrorKind::SsrfBlocked, blocked.to_string());
@@ -104,16 +117,23 @@ impl DeliveryClient {
             Ok::<_, reqwest::Error>((status, retry_after, headers, excerpt))
         };
         match tokio::time::timeout(timeout, exchange).await {
-            Err(_) => failed(ErrorKind::Timeout, format!("no response within {} ms", timeout.as_millis())),
+            Err(_) => failed(
+                ErrorKind::Timeout,
+                format!("no response within {} ms", timeout.as_millis()),
+            ),
             Ok(Err(error)) => {
                 let (kind, message) = classify(&error);
                 failed(kind, message)
             }
             Ok(Ok((status, retry_after, headers, excerpt))) => AttemptReport {
-                result: AttemptResult::Responded { status, retry_after_secs: retry_after },
+                result: AttemptResult::Responded {
+                    status,
+                    retry_after_secs: retry_after,
+                },
                 duration: started.elapsed(),
                 error_message: None,
-                response_excerpt: (!excerpt.is_empty()).then(|| String::from_utf8_lossy(&excerpt).into_owned()),
+                response_excerpt: (!excerpt.is_empty())
+                    .then(|| String::from_utf8_lossy(&excerpt).into_owned()),
                 response_headers: headers,
             },
         }

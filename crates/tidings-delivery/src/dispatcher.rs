@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tidings_core::now_millis;
 use tidings_core::outcome::Verdict;
 use tidings_core::retry::{DEFAULT_SCHEDULE_SECS, next_attempt_at, random_jitter};
-use tidings_core::now_millis;
 use tidings_store::{AttemptRecord, Claim, ClaimedDelivery, NextState, Outcome, Store, Webhook};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -73,13 +73,18 @@ struct Lane {
 
 impl Lane {
     fn limiter(&self, rate: Option<u32>) -> Option<Arc<DefaultDirectRateLimiter>> {
-        let mut slot = self.limiter.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut slot = self
+            .limiter
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         match (rate.and_then(NonZeroU32::new), slot.as_ref()) {
             (None, _) => {
                 *slot = None;
                 None
             }
-            (Some(rate), Some((current, limiter))) if *current == rate.get() => Some(limiter.clone()),
+            (Some(rate), Some((current, limiter))) if *current == rate.get() => {
+                Some(limiter.clone())
+            }
             (Some(rate), _) => {
                 let limiter = Arc::new(RateLimiter::direct(Quota::per_second(rate)));
                 *slot = Some((rate.get(), limiter.clone()));
@@ -124,7 +129,11 @@ impl Dispatcher {
     }
 
     fn lane(&self, webhook_id: &str) -> Arc<Lane> {
-        let mut lanes = self.inner.lanes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut lanes = self
+            .inner
+            .lanes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         lanes
             .entry(webhook_id.to_owned())
             .or_insert_with(|| {
@@ -144,9 +153,15 @@ impl Dispatcher {
 
     fn saturated_webhooks(&self) -> Vec<String> {
         let capacity = self.lane_capacity();
-        let mut lanes = self.inner.lanes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut lanes = self
+            .inner
+            .lanes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         // Idle lanes are forgotten so the map tracks only webhooks with work.
-        lanes.retain(|_, lane| lane.queued.load(Ordering::Acquire) > 0 || lane.concurrency.available_permits() == 0);
+        lanes.retain(|_, lane| {
+            lane.queued.load(Ordering::Acquire) > 0 || lane.concurrency.available_permits() == 0
+        });
         lanes
             .iter()
             .filter(|(_, lane)| lane.queued.load(Ordering::Acquire) >= capacity)
@@ -161,7 +176,9 @@ impl Dispatcher {
         let store = self.inner.store.clone();
         match store.release_all_claims().await {
             Ok(0) => {}
-            Ok(released) => tracing::info!(released, "resuming deliveries claimed before the last stop"),
+            Ok(released) => {
+                tracing::info!(released, "resuming deliveries claimed before the last stop")
+            }
             Err(error) => tracing::error!(%error, "cannot release earlier claims"),
         }
         let recorder = Recorder::spawn(store.clone(), config.node.clone());
@@ -183,7 +200,9 @@ impl Dispatcher {
             let claim = Claim {
                 node: config.node.clone(),
                 now,
-                limit: u32::try_from(free).unwrap_or(u32::MAX).min(config.claim_batch),
+                limit: u32::try_from(free)
+                    .unwrap_or(u32::MAX)
+                    .min(config.claim_batch),
                 lease_ms: config.lease_ms,
                 exclude_webhooks: self.saturated_webhooks(),
             };
@@ -200,7 +219,8 @@ impl Dispatcher {
             };
             if claimed.is_empty() {
                 let wait = match store.next_due_at().await {
-                    Ok(Some(due)) => Duration::from_millis(u64::try_from(due - now).unwrap_or(0)).min(config.idle_poll),
+                    Ok(Some(due)) => Duration::from_millis(u64::try_from(due - now).unwrap_or(0))
+                        .min(config.idle_poll),
                     _ => config.idle_poll,
                 };
                 // A wait of zero means due work exists but every lane it belongs to is full.
@@ -253,8 +273,13 @@ impl Dispatcher {
         }
 
         tracker.close();
-        if tokio::time::timeout(config.shutdown_grace, tracker.wait()).await.is_err() {
-            tracing::warn!("attempts still in flight at the end of the shutdown grace period are given back");
+        if tokio::time::timeout(config.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "attempts still in flight at the end of the shutdown grace period are given back"
+            );
             abort.cancel();
             tracker.wait().await;
         }
@@ -293,16 +318,31 @@ impl Dispatcher {
         );
         drop(_entered);
         let timeout = Duration::from_millis(u64::from(webhook.spec.timeout_ms));
-        let report = self.inner.client.send(&webhook.spec.url, &request, timeout).await;
-        metrics::histogram!("tidings_attempt_duration_seconds").record(report.duration.as_secs_f64());
+        let report = self
+            .inner
+            .client
+            .send(&webhook.spec.url, &request, timeout)
+            .await;
+        metrics::histogram!("tidings_attempt_duration_seconds")
+            .record(report.duration.as_secs_f64());
         let attempts_made = delivery.attempts + 1;
-        let schedule = webhook.spec.retry_schedule.as_deref().unwrap_or(&self.inner.config.retry_schedule);
+        let schedule = webhook
+            .spec
+            .retry_schedule
+            .as_deref()
+            .unwrap_or(&self.inner.config.retry_schedule);
         let (next, disable_webhook) = match report.result.verdict() {
             Verdict::Delivered => (NextState::Delivered, None),
             Verdict::Gone => (NextState::Failed, Some("gone".to_owned())),
             Verdict::Failed => (NextState::Failed, None),
             Verdict::Retry { retry_after_secs } => {
-                match next_attempt_at(schedule, attempts_made, retry_after_secs, now_millis(), random_jitter()) {
+                match next_attempt_at(
+                    schedule,
+                    attempts_made,
+                    retry_after_secs,
+                    now_millis(),
+                    random_jitter(),
+                ) {
                     Some(at) => (NextState::RetryAt(at), None),
                     None => (NextState::Failed, None),
                 }

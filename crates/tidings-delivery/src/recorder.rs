@@ -36,7 +36,11 @@ impl Recorder {
 
 async fn run(store: Arc<dyn Store>, node: String, mut receiver: mpsc::UnboundedReceiver<Outcome>) {
     let mut batch = Vec::with_capacity(MAX_OUTCOMES_PER_COMMIT);
-    while receiver.recv_many(&mut batch, MAX_OUTCOMES_PER_COMMIT).await > 0 {
+    while receiver
+        .recv_many(&mut batch, MAX_OUTCOMES_PER_COMMIT)
+        .await
+        > 0
+    {
         let mut delay = Duration::from_millis(100);
         // An outcome that cannot be stored yet is kept and retried: dropping it would send the
         // delivery again after its claim expires, which is allowed but wasteful.

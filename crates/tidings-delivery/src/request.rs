@@ -76,14 +76,18 @@ pub fn build_request(
         headers.push((name.to_ascii_lowercase(), value.clone()));
         logged_headers.insert(name.to_ascii_lowercase(), REDACTED.to_owned());
     }
-    SignedRequest { body, headers, logged_headers }
+    SignedRequest {
+        body,
+        headers,
+        logged_headers,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tidings_core::webhook::{Filters, Signing, WebhookSpec};
     use tidings_core::webhook::WebhookState;
+    use tidings_core::webhook::{Filters, Signing, WebhookSpec};
 
     fn webhook(scheme: SigningScheme, format: PayloadFormat) -> Webhook {
         Webhook {
@@ -96,7 +100,10 @@ mod tests {
                 event_types: vec!["email.sent.v1".into()],
                 filters: Filters::default(),
                 headers: [("X-Api-Key".to_owned(), "s3cret".to_owned())].into(),
-                signing: Signing { scheme, header: None },
+                signing: Signing {
+                    scheme,
+                    header: None,
+                },
                 payload_format: format,
                 timeout_ms: 10_000,
                 retry_schedule: None,
@@ -111,26 +118,50 @@ mod tests {
     }
 
     fn header<'a>(request: &'a SignedRequest, name: &str) -> Option<&'a str> {
-        request.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        request
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     #[test]
     fn envelope_wraps_data_bytes_verbatim_and_signs_them() {
         let hook = webhook(SigningScheme::Standard, PayloadFormat::Envelope);
         let data = r#"{"lead":{"email":"a@example.com"},"n":1.50}"#;
-        let request = build_request(&hook, "evt_1", "email.sent.v1", 1_763_800_000_123, data, 1_763_800_001, "Tidings/test");
+        let request = build_request(
+            &hook,
+            "evt_1",
+            "email.sent.v1",
+            1_763_800_000_123,
+            data,
+            1_763_800_001,
+            "Tidings/test",
+        );
         let body = std::str::from_utf8(&request.body).expect("utf8");
         assert_eq!(
             body,
             r#"{"id":"evt_1","type":"email.sent.v1","timestamp":"2025-11-22T08:26:40.123Z","data":{"lead":{"email":"a@example.com"},"n":1.50}}"#
         );
         let signature = header(&request, "webhook-signature").expect("signed");
-        assert!(signing::verify_standard(&hook.secret, "evt_1", 1_763_800_001, &request.body, signature));
+        assert!(signing::verify_standard(
+            &hook.secret,
+            "evt_1",
+            1_763_800_001,
+            &request.body,
+            signature
+        ));
         assert_eq!(header(&request, "webhook-id"), Some("evt_1"));
         assert_eq!(header(&request, "webhook-timestamp"), Some("1763800001"));
-        assert_eq!(header(&request, "webhook-key-id").map(str::to_owned), Some(signing::key_id(&hook.secret)));
+        assert_eq!(
+            header(&request, "webhook-key-id").map(str::to_owned),
+            Some(signing::key_id(&hook.secret))
+        );
         assert_eq!(header(&request, "x-api-key"), Some("s3cret"));
-        assert_eq!(request.logged_headers.get("x-api-key").map(String::as_str), Some(REDACTED));
+        assert_eq!(
+            request.logged_headers.get("x-api-key").map(String::as_str),
+            Some(REDACTED)
+        );
         assert!(request.logged_headers.contains_key("webhook-signature"));
     }
 
@@ -141,7 +172,11 @@ mod tests {
         let request = build_request(&hook, "evt_2", "email.sent.v1", 0, data, 5, "Tidings/test");
         assert_eq!(&request.body[..], data.as_bytes());
         let signature = header(&request, "x-tidings-signature").expect("signed");
-        assert!(signing::verify_hmac_sha256(&hook.secret, data.as_bytes(), signature));
+        assert!(signing::verify_hmac_sha256(
+            &hook.secret,
+            data.as_bytes(),
+            signature
+        ));
         assert_eq!(header(&request, "x-request-id"), Some("evt_2"));
         assert_eq!(header(&request, "webhook-signature"), None);
     }

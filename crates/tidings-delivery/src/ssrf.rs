@@ -35,7 +35,10 @@ impl Resolve for GuardedResolver {
             let host = name.as_str().to_owned();
             let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await
-                .map_err(|e| ResolveFailed { host: host.clone(), message: e.to_string() })?
+                .map_err(|e| ResolveFailed {
+                    host: host.clone(),
+                    message: e.to_string(),
+                })?
                 .map(|addr| SocketAddr::new(canonical(addr.ip()), addr.port()))
                 .collect();
             if allow_private {
@@ -54,7 +57,8 @@ impl Resolve for GuardedResolver {
                 .collect();
             if permitted.is_empty() {
                 let what = first_blocked.map_or("no address", |class| class.describe());
-                return Err(Box::new(BlockedTarget { host, what }) as Box<dyn std::error::Error + Send + Sync>);
+                return Err(Box::new(BlockedTarget { host, what })
+                    as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(permitted.into_iter()) as Addrs)
         })
@@ -72,7 +76,10 @@ pub fn check_literal(url: &url::Url, allow_private: bool) -> Result<(), BlockedT
         _ => return Ok(()),
     };
     match blocked_class(ip) {
-        Some(class) => Err(BlockedTarget { host: ip.to_string(), what: class.describe() }),
+        Some(class) => Err(BlockedTarget {
+            host: ip.to_string(),
+            what: class.describe(),
+        }),
         None => Ok(()),
     }
 }
@@ -83,7 +90,9 @@ mod tests {
 
     #[test]
     fn literal_targets_are_checked() {
-        let check = |url: &str, allow: bool| check_literal(&url::Url::parse(url).expect("url"), allow).is_ok();
+        let check = |url: &str, allow: bool| {
+            check_literal(&url::Url::parse(url).expect("url"), allow).is_ok()
+        };
         assert!(!check("http://127.0.0.1:9/x", false));
         assert!(!check("http://[::ffff:127.0.0.1]/x", false));
         assert!(!check("http://[::ffff:a9fe:a9fe]/x", false));
@@ -95,7 +104,9 @@ mod tests {
 
     #[tokio::test]
     async fn names_resolving_to_blocked_addresses_are_refused() {
-        let guarded = GuardedResolver { allow_private: false };
+        let guarded = GuardedResolver {
+            allow_private: false,
+        };
         let name: Name = "localhost".parse().expect("name");
         let error = match guarded.resolve(name).await {
             Ok(_) => panic!("localhost must be refused"),
@@ -103,7 +114,9 @@ mod tests {
         };
         assert!(error.downcast_ref::<BlockedTarget>().is_some(), "{error}");
 
-        let open = GuardedResolver { allow_private: true };
+        let open = GuardedResolver {
+            allow_private: true,
+        };
         let name: Name = "localhost".parse().expect("name");
         let addrs: Vec<SocketAddr> = open.resolve(name).await.expect("resolves").collect();
         assert!(addrs.iter().all(|a| a.ip().is_loopback()) && !addrs.is_empty());

@@ -38,7 +38,9 @@ impl Caller {
     pub fn require_operator(&self) -> ApiResult<()> {
         match self.scope {
             KeyScope::Operator => Ok(()),
-            KeyScope::Workspace => Err(ApiError::Forbidden("this action needs an operator API key".into())),
+            KeyScope::Workspace => Err(ApiError::Forbidden(
+                "this action needs an operator API key".into(),
+            )),
         }
     }
 }
@@ -87,19 +89,29 @@ pub async fn authenticate(store: &dyn Store, token: &str) -> ApiResult<Caller> {
     if !matches || key.revoked_at.is_some() {
         return Err(ApiError::Unauthorized);
     }
-    Ok(Caller { key_id: key.id, scope: key.scope, workspace_id: key.workspace_id })
+    Ok(Caller {
+        key_id: key.id,
+        scope: key.scope,
+        workspace_id: key.workspace_id,
+    })
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .ok_or(ApiError::Unauthorized)?;
-        let token = header.strip_prefix("Bearer ").ok_or(ApiError::Unauthorized)?.trim();
+        let token = header
+            .strip_prefix("Bearer ")
+            .ok_or(ApiError::Unauthorized)?
+            .trim();
         authenticate(state.store.as_ref(), token).await
     }
 }

@@ -23,14 +23,29 @@ impl PageQuery {
     pub fn page(&self) -> ApiResult<(Page, u32)> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::bad_request("invalid_query", format!("limit must be between 1 and {MAX_LIMIT}")));
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("limit must be between 1 and {MAX_LIMIT}"),
+            ));
         }
         if let Some(cursor) = &self.cursor
-            && (cursor.len() > 64 || !cursor.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+            && (cursor.len() > 64
+                || !cursor
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_'))
         {
-            return Err(ApiError::bad_request("invalid_query", "cursor is not one this API returned"));
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "cursor is not one this API returned",
+            ));
         }
-        Ok((Page { limit: limit + 1, after: self.cursor.clone() }, limit))
+        Ok((
+            Page {
+                limit: limit + 1,
+                after: self.cursor.clone(),
+            },
+            limit,
+        ))
     }
 }
 
@@ -44,11 +59,19 @@ pub struct ListResponse<T> {
 
 impl<T> ListResponse<T> {
     /// Builds a page from `limit + 1` fetched items; `id` names the cursor of an item.
-    pub fn from_fetched<S>(mut items: Vec<S>, limit: u32, id: impl Fn(&S) -> String, view: impl Fn(S) -> T) -> Self {
+    pub fn from_fetched<S>(
+        mut items: Vec<S>,
+        limit: u32,
+        id: impl Fn(&S) -> String,
+        view: impl Fn(S) -> T,
+    ) -> Self {
         let more = items.len() > limit as usize;
         items.truncate(limit as usize);
         let next_cursor = if more { items.last().map(&id) } else { None };
-        Self { data: items.into_iter().map(view).collect(), next_cursor }
+        Self {
+            data: items.into_iter().map(view).collect(),
+            next_cursor,
+        }
     }
 }
 
@@ -57,6 +80,10 @@ pub fn time(millis: UnixMillis) -> String {
 }
 
 pub fn parse_time(field: &str, text: &str) -> ApiResult<UnixMillis> {
-    tidings_core::parse_rfc3339(text)
-        .ok_or_else(|| ApiError::invalid(field, format!("`{field}` must be an RFC 3339 time like 2026-11-22T10:00:00Z")))
+    tidings_core::parse_rfc3339(text).ok_or_else(|| {
+        ApiError::invalid(
+            field,
+            format!("`{field}` must be an RFC 3339 time like 2026-11-22T10:00:00Z"),
+        )
+    })
 }

@@ -12,8 +12,14 @@ pub enum ApiError {
     Unauthorized,
     Forbidden(String),
     NotFound(&'static str),
-    BadRequest { code: &'static str, message: String },
-    Validation { field: Option<String>, message: String },
+    BadRequest {
+        code: &'static str,
+        message: String,
+    },
+    Validation {
+        field: Option<String>,
+        message: String,
+    },
     Conflict(String),
     PayloadTooLarge(String),
     Unavailable,
@@ -38,10 +44,16 @@ pub struct ErrorDetail {
 
 impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::BadRequest { code, message: message.into() }
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+        }
     }
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError::Validation { field: Some(field.into()), message: message.into() }
+        ApiError::Validation {
+            field: Some(field.into()),
+            message: message.into(),
+        }
     }
 }
 
@@ -62,16 +74,24 @@ impl From<StoreError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
-            JsonRejection::BytesRejection(inner) if inner.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::PayloadTooLarge("the request body is larger than this endpoint accepts".into())
+            JsonRejection::BytesRejection(inner)
+                if inner.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                ApiError::PayloadTooLarge(
+                    "the request body is larger than this endpoint accepts".into(),
+                )
             }
-            JsonRejection::MissingJsonContentType(_) => {
-                ApiError::bad_request("unsupported_media_type", "send the body as JSON with `content-type: application/json`")
+            JsonRejection::MissingJsonContentType(_) => ApiError::bad_request(
+                "unsupported_media_type",
+                "send the body as JSON with `content-type: application/json`",
+            ),
+            JsonRejection::JsonSyntaxError(inner) => {
+                ApiError::bad_request("invalid_json", inner.body_text())
             }
-            JsonRejection::JsonSyntaxError(inner) => ApiError::bad_request("invalid_json", inner.body_text()),
-            JsonRejection::JsonDataError(inner) => {
-                ApiError::Validation { field: None, message: inner.body_text() }
-            }
+            JsonRejection::JsonDataError(inner) => ApiError::Validation {
+                field: None,
+                message: inner.body_text(),
+            },
             other => ApiError::bad_request("invalid_body", other.body_text()),
         }
     }
@@ -99,11 +119,28 @@ impl IntoResponse for ApiError {
                 None,
             ),
             ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, "forbidden", message, None),
-            ApiError::NotFound(code) => (StatusCode::NOT_FOUND, code, "no such object in this workspace".to_owned(), None),
-            ApiError::BadRequest { code, message } => (StatusCode::BAD_REQUEST, code, message, None),
-            ApiError::Validation { field, message } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", message, field),
+            ApiError::NotFound(code) => (
+                StatusCode::NOT_FOUND,
+                code,
+                "no such object in this workspace".to_owned(),
+                None,
+            ),
+            ApiError::BadRequest { code, message } => {
+                (StatusCode::BAD_REQUEST, code, message, None)
+            }
+            ApiError::Validation { field, message } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                message,
+                field,
+            ),
             ApiError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message, None),
-            ApiError::PayloadTooLarge(message) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message, None),
+            ApiError::PayloadTooLarge(message) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                message,
+                None,
+            ),
             ApiError::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "storage_unavailable",
@@ -112,10 +149,21 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "something went wrong on our side".to_owned(), None)
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "something went wrong on our side".to_owned(),
+                    None,
+                )
             }
         };
-        let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message, field } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message,
+                field,
+            },
+        };
         (status, Json(body)).into_response()
     }
 }

@@ -1,7 +1,7 @@
 //! Extractors that reject in the API's error shape instead of axum's plain text.
 
 use axum::extract::FromRequest;
-use axum::extract::{FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;

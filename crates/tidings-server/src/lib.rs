@@ -1,6 +1,7 @@
 //! The Tidings HTTP API: `/v1` resources, OpenAPI, health, readiness and metrics.
 
 mod auth;
+mod cache;
 mod dto;
 mod error;
 mod extract;
@@ -30,7 +31,10 @@ pub struct ApiSettings {
 
 impl Default for ApiSettings {
     fn default() -> Self {
-        Self { target_policy: TargetPolicy::default(), idempotency_window_ms: 24 * 3600 * 1000 }
+        Self {
+            target_policy: TargetPolicy::default(),
+            idempotency_window_ms: 24 * 3600 * 1000,
+        }
     }
 }
 
@@ -45,7 +49,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, settings: ApiSettings, metrics: Option<PrometheusHandle>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        settings: ApiSettings,
+        metrics: Option<PrometheusHandle>,
+    ) -> Self {
         Self {
             store,
             settings: Arc::new(settings),
@@ -72,7 +80,12 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "api_key",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("tdk_...").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("tdk_...")
+                    .build(),
+            ),
         );
     }
 }
@@ -83,6 +96,20 @@ pub fn router(state: AppState) -> Router {
         .merge(v1::router())
         .merge(ops::router())
         .split_for_parts();
+    let mut openapi = openapi;
+    openapi.paths.add_path_operation(
+        "/openapi.json",
+        vec![utoipa::openapi::HttpMethod::Get],
+        utoipa::openapi::path::OperationBuilder::new()
+            .summary(Some("This OpenAPI document"))
+            .tag("operations")
+            .security(utoipa::openapi::security::SecurityRequirement::default())
+            .response(
+                "200",
+                utoipa::openapi::Response::new("The OpenAPI 3.1 document of every route"),
+            )
+            .build(),
+    );
     let openapi = Arc::new(openapi);
     router
         .route(
@@ -93,7 +120,9 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            axum::response::IntoResponse::into_response(ApiError::Internal("a request handler panicked".into()))
+            axum::response::IntoResponse::into_response(ApiError::Internal(
+                "a request handler panicked".into(),
+            ))
         }))
         .with_state(state)
 }

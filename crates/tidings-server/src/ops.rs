@@ -12,7 +12,10 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::Json;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).routes(routes!(metrics))
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -41,10 +44,18 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
 #[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses((status = 200, content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let Some(handle) = &state.metrics else {
-        return (StatusCode::NOT_FOUND, "metrics are not enabled in this process").into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            "metrics are not enabled in this process",
+        )
+            .into_response();
     };
     if let Ok(pending) = state.store.count_pending().await {
         metrics::gauge!("tidings_deliveries_pending").set(pending as f64);
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response()
 }

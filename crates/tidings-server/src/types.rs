@@ -2,11 +2,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tidings_core::catalog::{self, DataSchema, EventTypeDef};
 use tidings_store::Store;
 
+use crate::cache::Fresh;
 use crate::error::ApiResult;
 
 /// How long another node's change to a custom type may take to be seen here.
@@ -18,31 +19,52 @@ pub struct ResolvedType {
     pub schema: Option<DataSchema>,
 }
 
+type TypeMap = HashMap<String, Arc<ResolvedType>>;
+
 #[derive(Default)]
 pub struct EventTypes {
     builtin: RwLock<HashMap<String, Arc<ResolvedType>>>,
-    custom: RwLock<Option<(Instant, HashMap<String, Arc<ResolvedType>>)>>,
+    custom: RwLock<Option<Fresh<TypeMap>>>,
 }
 
 fn resolve(def: EventTypeDef, builtin: bool) -> Arc<ResolvedType> {
     // Stored schemas were validated on the way in, so a failure here means none is enforced.
-    let schema = def.schema.as_ref().and_then(|s| DataSchema::compile(s).ok());
-    Arc::new(ResolvedType { def, builtin, schema })
+    let schema = def
+        .schema
+        .as_ref()
+        .and_then(|s| DataSchema::compile(s).ok());
+    Arc::new(ResolvedType {
+        def,
+        builtin,
+        schema,
+    })
 }
 
 impl EventTypes {
     fn builtin(&self, name: &str) -> Option<Arc<ResolvedType>> {
-        if let Some(found) = self.builtin.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+        if let Some(found) = self
+            .builtin
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
             return Some(found.clone());
         }
         let resolved = resolve(catalog::builtin_type(name)?.clone(), true);
-        self.builtin.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), resolved.clone());
+        self.builtin
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), resolved.clone());
         Some(resolved)
     }
 
-    async fn customs(&self, store: &dyn Store) -> ApiResult<HashMap<String, Arc<ResolvedType>>> {
-        if let Some((loaded, types)) = self.custom.read().unwrap_or_else(|p| p.into_inner()).as_ref()
-            && loaded.elapsed() < CUSTOM_REFRESH
+    async fn customs(&self, store: &dyn Store) -> ApiResult<TypeMap> {
+        if let Some(types) = self
+            .custom
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|f| f.get(CUSTOM_REFRESH))
         {
             return Ok(types.clone());
         }
@@ -52,7 +74,7 @@ impl EventTypes {
             .into_iter()
             .map(|def| (def.name.clone(), resolve(def, false)))
             .collect();
-        *self.custom.write().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), types.clone()));
+        *self.custom.write().unwrap_or_else(|p| p.into_inner()) = Some(Fresh::new(types.clone()));
         Ok(types)
     }
 
@@ -70,7 +92,10 @@ impl EventTypes {
 
     /// Every type, built-in first in catalog order, then custom ones by name.
     pub async fn all(&self, store: &dyn Store) -> ApiResult<Vec<Arc<ResolvedType>>> {
-        let mut all: Vec<_> = catalog::builtin().iter().filter_map(|def| self.builtin(&def.name)).collect();
+        let mut all: Vec<_> = catalog::builtin()
+            .iter()
+            .filter_map(|def| self.builtin(&def.name))
+            .collect();
         let mut customs: Vec<_> = self.customs(store).await?.into_values().collect();
         customs.sort_by(|a, b| a.def.name.cmp(&b.def.name));
         all.extend(customs);

@@ -8,15 +8,20 @@ use tidings_store::{StoreError, StoreResult};
 use crate::map_err;
 
 pub async fn list(pool: &SqlitePool) -> StoreResult<Vec<EventTypeDef>> {
-    let rows = sqlx::query("SELECT name, description, type_group, schema, example FROM event_types ORDER BY name")
-        .fetch_all(pool)
-        .await
-        .map_err(map_err)?;
+    let rows = sqlx::query(
+        "SELECT name, description, type_group, schema, example FROM event_types ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?;
     rows.iter()
         .map(|row| {
             let parse = |column: &str| -> StoreResult<Option<serde_json::Value>> {
                 let text: Option<String> = row.try_get(column).map_err(map_err)?;
-                text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Internal(e.to_string()))).transpose()
+                text.map(|t| {
+                    serde_json::from_str(&t).map_err(|e| StoreError::Internal(e.to_string()))
+                })
+                .transpose()
             };
             Ok(EventTypeDef {
                 name: row.try_get("name").map_err(map_err)?,

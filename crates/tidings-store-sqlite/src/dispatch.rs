@@ -94,7 +94,11 @@ pub async fn load_claimed(pool: &SqlitePool, ids: &[String]) -> StoreResult<Vec<
 }
 
 /// Records attempts and moves deliveries on, only where this node still holds the claim.
-pub async fn record(conn: &mut SqliteConnection, node: String, outcomes: Vec<Outcome>) -> StoreResult<()> {
+pub async fn record(
+    conn: &mut SqliteConnection,
+    node: String,
+    outcomes: Vec<Outcome>,
+) -> StoreResult<()> {
     let now = now_millis();
     for outcome in outcomes {
         let (status, next_at) = match outcome.next {
@@ -191,10 +195,11 @@ pub async fn release_all(pool: &SqlitePool) -> StoreResult<u64> {
 }
 
 pub async fn next_due_at(pool: &SqlitePool) -> StoreResult<Option<UnixMillis>> {
-    let row = sqlx::query("SELECT MIN(next_attempt_at) AS due FROM deliveries WHERE status = 'pending'")
-        .fetch_one(pool)
-        .await
-        .map_err(map_err)?;
+    let row =
+        sqlx::query("SELECT MIN(next_attempt_at) AS due FROM deliveries WHERE status = 'pending'")
+            .fetch_one(pool)
+            .await
+            .map_err(map_err)?;
     row.try_get("due").map_err(map_err)
 }
 

@@ -6,7 +6,10 @@ use tidings_store::*;
 use crate::{map_err, rows};
 
 /// Inserts events and deliveries inside the writer's transaction.
-pub async fn insert(conn: &mut SqliteConnection, events: Vec<NewEvent>) -> StoreResult<Vec<Published>> {
+pub async fn insert(
+    conn: &mut SqliteConnection,
+    events: Vec<NewEvent>,
+) -> StoreResult<Vec<Published>> {
     let mut published = Vec::with_capacity(events.len());
     for event in events {
         if let Some(key) = &event.idempotency_key {
@@ -20,12 +23,17 @@ pub async fn insert(conn: &mut SqliteConnection, events: Vec<NewEvent>) -> Store
             .await
             .map_err(map_err)?;
             if let Some(event_id) = earlier {
-                let delivery_ids = sqlx::query_scalar("SELECT id FROM deliveries WHERE event_id = ? ORDER BY id")
-                    .bind(&event_id)
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(map_err)?;
-                published.push(Published { event_id, delivery_ids, duplicate: true });
+                let delivery_ids =
+                    sqlx::query_scalar("SELECT id FROM deliveries WHERE event_id = ? ORDER BY id")
+                        .bind(&event_id)
+                        .fetch_all(&mut *conn)
+                        .await
+                        .map_err(map_err)?;
+                published.push(Published {
+                    event_id,
+                    delivery_ids,
+                    duplicate: true,
+                });
                 continue;
             }
             sqlx::query(
@@ -62,11 +70,15 @@ pub async fn insert(conn: &mut SqliteConnection, events: Vec<NewEvent>) -> Store
         let mut delivery_ids = Vec::with_capacity(event.deliveries.len());
         for delivery in event.deliveries {
             let due = (delivery.status == DeliveryStatus::Pending).then_some(event.received_at);
-            // A webhook deleted since fan-out read it simply gets no delivery.
+            // A webhook deleted since fan-out read it simply gets no delivery. One disabled since then
+            // (fan-out's view may be a few seconds old) gets a skipped delivery, never a pending one.
             let inserted = sqlx::query(
                 "INSERT INTO deliveries (id, workspace_id, event_id, webhook_id, event_type, status, next_attempt_at,
                                          created_at, updated_at)
-                 SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM webhooks WHERE id = ?)",
+                 SELECT ?, ?, ?, ?, ?,
+                        CASE WHEN w.state = 'disabled' THEN 'skipped' ELSE ? END,
+                        CASE WHEN w.state = 'disabled' THEN NULL ELSE ? END, ?, ?
+                 FROM webhooks w WHERE w.id = ?",
             )
             .bind(&delivery.id)
             .bind(&event.workspace_id)
@@ -85,7 +97,11 @@ pub async fn insert(conn: &mut SqliteConnection, events: Vec<NewEvent>) -> Store
                 delivery_ids.push(delivery.id);
             }
         }
-        published.push(Published { event_id: event.id, delivery_ids, duplicate: false });
+        published.push(Published {
+            event_id: event.id,
+            delivery_ids,
+            duplicate: false,
+        });
     }
     Ok(published)
 }
@@ -100,14 +116,20 @@ pub async fn get_event(pool: &SqlitePool, workspace_id: &str, id: &str) -> Store
     rows::event(&row)
 }
 
-pub async fn list_events(pool: &SqlitePool, workspace_id: &str, page: &Page) -> StoreResult<Vec<Event>> {
+pub async fn list_events(
+    pool: &SqlitePool,
+    workspace_id: &str,
+    page: &Page,
+) -> StoreResult<Vec<Event>> {
     let before = page.after.clone().unwrap_or_else(|| "~".to_owned());
-    let rows = sqlx::query("SELECT * FROM events WHERE workspace_id = ? AND id < ? ORDER BY id DESC LIMIT ?")
-        .bind(workspace_id)
-        .bind(before)
-        .bind(i64::from(page.limit.clamp(1, 1000)))
-        .fetch_all(pool)
-        .await
-        .map_err(map_err)?;
+    let rows = sqlx::query(
+        "SELECT * FROM events WHERE workspace_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+    )
+    .bind(workspace_id)
+    .bind(before)
+    .bind(i64::from(page.limit.clamp(1, 1000)))
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?;
     rows.iter().map(rows::event).collect()
 }

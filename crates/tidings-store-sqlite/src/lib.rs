@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use tidings_core::UnixMillis;
 use tidings_core::catalog::EventTypeDef;
 use tidings_store::*;
@@ -47,12 +49,20 @@ pub struct SqliteOptions {
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the database.
     pub async fn open(options: &SqliteOptions) -> StoreResult<Self> {
-        let path = options.url.strip_prefix("sqlite://").or_else(|| options.url.strip_prefix("sqlite:")).unwrap_or(&options.url);
+        let path = options
+            .url
+            .strip_prefix("sqlite://")
+            .or_else(|| options.url.strip_prefix("sqlite:"))
+            .unwrap_or(&options.url);
         let connect = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
             .map_err(|e| StoreError::Unavailable(format!("bad SQLite URL `{}`: {e}", options.url)))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(if options.synchronous_full { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
+            .synchronous(if options.synchronous_full {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory")
@@ -63,11 +73,15 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(connect.clone())
             .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot open SQLite database `{path}`: {e}")))?;
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot open SQLite database `{path}`: {e}"))
+            })?;
         sqlx::migrate!("./migrations")
             .run(&writer)
             .await
-            .map_err(|e| StoreError::Internal(format!("migrating the SQLite database failed: {e}")))?;
+            .map_err(|e| {
+                StoreError::Internal(format!("migrating the SQLite database failed: {e}"))
+            })?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.readers.max(1))
             .acquire_timeout(Duration::from_secs(30))
@@ -76,7 +90,12 @@ impl SqliteStore {
             .map_err(map_err)?;
         let work = Arc::new(Notify::new());
         let jobs = writer::spawn(writer.clone(), work.clone());
-        Ok(Self { writer, reader, jobs, work })
+        Ok(Self {
+            writer,
+            reader,
+            jobs,
+            work,
+        })
     }
 
     /// Closes both pools after the writer task has drained.
@@ -89,7 +108,10 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await.map_err(map_err)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(map_err)?;
         Ok(())
     }
 
@@ -183,7 +205,12 @@ impl Store for SqliteStore {
         dispatch::count_pending(&self.reader).await
     }
 
-    async fn list_deliveries(&self, workspace_id: &str, filter: &DeliveryFilter, page: &Page) -> StoreResult<Vec<Delivery>> {
+    async fn list_deliveries(
+        &self,
+        workspace_id: &str,
+        filter: &DeliveryFilter,
+        page: &Page,
+    ) -> StoreResult<Vec<Delivery>> {
         reads::list_deliveries(&self.reader, workspace_id, filter, page).await
     }
     async fn get_delivery(&self, workspace_id: &str, id: &str) -> StoreResult<Delivery> {
@@ -192,7 +219,11 @@ impl Store for SqliteStore {
     async fn list_attempts(&self, delivery_id: &str) -> StoreResult<Vec<Attempt>> {
         reads::list_attempts(&self.reader, delivery_id).await
     }
-    async fn event_deliveries(&self, workspace_id: &str, event_id: &str) -> StoreResult<Vec<Delivery>> {
+    async fn event_deliveries(
+        &self,
+        workspace_id: &str,
+        event_id: &str,
+    ) -> StoreResult<Vec<Delivery>> {
         reads::event_deliveries(&self.reader, workspace_id, event_id).await
     }
 

@@ -38,7 +38,11 @@ pub async fn list_deliveries(
     .collect()
 }
 
-pub async fn get_delivery(pool: &SqlitePool, workspace_id: &str, id: &str) -> StoreResult<Delivery> {
+pub async fn get_delivery(
+    pool: &SqlitePool,
+    workspace_id: &str,
+    id: &str,
+) -> StoreResult<Delivery> {
     let row = sqlx::query("SELECT * FROM deliveries WHERE id = ? AND workspace_id = ?")
         .bind(id)
         .bind(workspace_id)
@@ -59,7 +63,11 @@ pub async fn list_attempts(pool: &SqlitePool, delivery_id: &str) -> StoreResult<
         .collect()
 }
 
-pub async fn event_deliveries(pool: &SqlitePool, workspace_id: &str, event_id: &str) -> StoreResult<Vec<Delivery>> {
+pub async fn event_deliveries(
+    pool: &SqlitePool,
+    workspace_id: &str,
+    event_id: &str,
+) -> StoreResult<Vec<Delivery>> {
     sqlx::query("SELECT * FROM deliveries WHERE event_id = ? AND workspace_id = ? ORDER BY id")
         .bind(event_id)
         .bind(workspace_id)

@@ -12,7 +12,9 @@ use tidings_store::*;
 pub fn map_err(error: sqlx::Error) -> StoreError {
     match &error {
         sqlx::Error::RowNotFound => StoreError::NotFound,
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(db.message().to_owned()),
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(db.message().to_owned())
+        }
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             StoreError::Unavailable(error.to_string())
         }
@@ -29,7 +31,8 @@ pub fn workspace(row: &SqliteRow) -> StoreResult<Workspace> {
     Ok(Workspace {
         id: row.try_get("id").map_err(map_err)?,
         name: row.try_get("name").map_err(map_err)?,
-        level_precedence: LevelPrecedence::parse(&precedence).ok_or_else(|| corrupt("level precedence", &precedence))?,
+        level_precedence: LevelPrecedence::parse(&precedence)
+            .ok_or_else(|| corrupt("level precedence", &precedence))?,
         created_at: row.try_get("created_at").map_err(map_err)?,
         updated_at: row.try_get("updated_at").map_err(map_err)?,
     })
@@ -58,7 +61,8 @@ pub fn webhook(row: &SqliteRow) -> StoreResult<Webhook> {
     Ok(Webhook {
         id: row.try_get("id").map_err(map_err)?,
         workspace_id: row.try_get("workspace_id").map_err(map_err)?,
-        spec: serde_json::from_str(&spec).map_err(|e| StoreError::Internal(format!("stored webhook is not valid: {e}")))?,
+        spec: serde_json::from_str(&spec)
+            .map_err(|e| StoreError::Internal(format!("stored webhook is not valid: {e}")))?,
         secret: row.try_get("secret").map_err(map_err)?,
         state: WebhookState::parse(&state).ok_or_else(|| corrupt("webhook state", &state))?,
         disabled_reason: row.try_get("disabled_reason").map_err(map_err)?,
@@ -87,7 +91,8 @@ pub fn event(row: &SqliteRow) -> StoreResult<Event> {
 
 fn error_kind(row: &SqliteRow, column: &str) -> StoreResult<Option<ErrorKind>> {
     let text: Option<String> = row.try_get(column).map_err(map_err)?;
-    text.map(|t| ErrorKind::parse(&t).ok_or_else(|| corrupt("error kind", &t))).transpose()
+    text.map(|t| ErrorKind::parse(&t).ok_or_else(|| corrupt("error kind", &t)))
+        .transpose()
 }
 
 fn status_code(row: &SqliteRow, column: &str) -> StoreResult<Option<u16>> {
@@ -97,7 +102,8 @@ fn status_code(row: &SqliteRow, column: &str) -> StoreResult<Option<u16>> {
 
 pub fn delivery(row: &SqliteRow) -> StoreResult<Delivery> {
     let status: String = row.try_get("status").map_err(map_err)?;
-    let status = DeliveryStatus::parse(&status).ok_or_else(|| corrupt("delivery status", &status))?;
+    let status =
+        DeliveryStatus::parse(&status).ok_or_else(|| corrupt("delivery status", &status))?;
     let attempts: i64 = row.try_get("attempts").map_err(map_err)?;
     let next: Option<i64> = row.try_get("next_attempt_at").map_err(map_err)?;
     Ok(Delivery {
@@ -108,7 +114,11 @@ pub fn delivery(row: &SqliteRow) -> StoreResult<Delivery> {
         event_type: row.try_get("event_type").map_err(map_err)?,
         status,
         attempts: u32::try_from(attempts).unwrap_or(0),
-        next_attempt_at: if status == DeliveryStatus::Pending { next } else { None },
+        next_attempt_at: if status == DeliveryStatus::Pending {
+            next
+        } else {
+            None
+        },
         last_status_code: status_code(row, "last_status_code")?,
         last_error_kind: error_kind(row, "last_error_kind")?,
         created_at: row.try_get("created_at").map_err(map_err)?,

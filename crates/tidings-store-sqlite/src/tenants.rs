@@ -11,7 +11,11 @@ fn page_limit(page: &Page) -> i64 {
 }
 
 fn expect_one(affected: u64) -> StoreResult<()> {
-    if affected == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    if affected == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
 }
 
 pub async fn create_workspace(pool: &SqlitePool, ws: &Workspace) -> StoreResult<()> {
@@ -28,7 +32,11 @@ pub async fn create_workspace(pool: &SqlitePool, ws: &Workspace) -> StoreResult<
 }
 
 pub async fn get_workspace(pool: &SqlitePool, id: &str) -> StoreResult<Workspace> {
-    let row = sqlx::query("SELECT * FROM workspaces WHERE id = ?").bind(id).fetch_one(pool).await.map_err(map_err)?;
+    let row = sqlx::query("SELECT * FROM workspaces WHERE id = ?")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .map_err(map_err)?;
     rows::workspace(&row)
 }
 
@@ -45,22 +53,32 @@ pub async fn list_workspaces(pool: &SqlitePool, page: &Page) -> StoreResult<Vec<
 }
 
 pub async fn update_workspace(pool: &SqlitePool, ws: &Workspace) -> StoreResult<()> {
-    let result = sqlx::query("UPDATE workspaces SET name = ?, level_precedence = ?, updated_at = ? WHERE id = ?")
-        .bind(&ws.name)
-        .bind(ws.level_precedence.as_str())
-        .bind(ws.updated_at)
-        .bind(&ws.id)
-        .execute(pool)
-        .await
-        .map_err(map_err)?;
+    let result = sqlx::query(
+        "UPDATE workspaces SET name = ?, level_precedence = ?, updated_at = ? WHERE id = ?",
+    )
+    .bind(&ws.name)
+    .bind(ws.level_precedence.as_str())
+    .bind(ws.updated_at)
+    .bind(&ws.id)
+    .execute(pool)
+    .await
+    .map_err(map_err)?;
     expect_one(result.rows_affected())
 }
 
 pub async fn delete_workspace(pool: &SqlitePool, id: &str) -> StoreResult<()> {
     let mut tx = pool.begin().await.map_err(map_err)?;
     // Deliveries carry the workspace but reference it only through events and webhooks.
-    sqlx::query("DELETE FROM deliveries WHERE workspace_id = ?").bind(id).execute(&mut *tx).await.map_err(map_err)?;
-    let result = sqlx::query("DELETE FROM workspaces WHERE id = ?").bind(id).execute(&mut *tx).await.map_err(map_err)?;
+    sqlx::query("DELETE FROM deliveries WHERE workspace_id = ?")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    let result = sqlx::query("DELETE FROM workspaces WHERE id = ?")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
     expect_one(result.rows_affected())?;
     tx.commit().await.map_err(map_err)
 }
@@ -87,26 +105,43 @@ pub async fn create_api_key(pool: &SqlitePool, key: &ApiKey) -> StoreResult<()> 
 }
 
 pub async fn get_api_key(pool: &SqlitePool, id: &str) -> StoreResult<ApiKey> {
-    let row = sqlx::query("SELECT * FROM api_keys WHERE id = ?").bind(id).fetch_one(pool).await.map_err(map_err)?;
+    let row = sqlx::query("SELECT * FROM api_keys WHERE id = ?")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .map_err(map_err)?;
     rows::api_key(&row)
 }
 
-pub async fn list_api_keys(pool: &SqlitePool, workspace_id: Option<&str>) -> StoreResult<Vec<ApiKey>> {
+pub async fn list_api_keys(
+    pool: &SqlitePool,
+    workspace_id: Option<&str>,
+) -> StoreResult<Vec<ApiKey>> {
     let rows = match workspace_id {
-        Some(ws) => sqlx::query("SELECT * FROM api_keys WHERE workspace_id = ? ORDER BY id").bind(ws).fetch_all(pool).await,
-        None => sqlx::query("SELECT * FROM api_keys ORDER BY id").fetch_all(pool).await,
+        Some(ws) => {
+            sqlx::query("SELECT * FROM api_keys WHERE workspace_id = ? ORDER BY id")
+                .bind(ws)
+                .fetch_all(pool)
+                .await
+        }
+        None => {
+            sqlx::query("SELECT * FROM api_keys ORDER BY id")
+                .fetch_all(pool)
+                .await
+        }
     }
     .map_err(map_err)?;
     rows.iter().map(rows::api_key).collect()
 }
 
 pub async fn revoke_api_key(pool: &SqlitePool, id: &str, at: UnixMillis) -> StoreResult<()> {
-    let result = sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
-        .bind(at)
-        .bind(id)
-        .execute(pool)
-        .await
-        .map_err(map_err)?;
+    let result =
+        sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
+            .bind(at)
+            .bind(id)
+            .execute(pool)
+            .await
+            .map_err(map_err)?;
     expect_one(result.rows_affected())
 }
 
@@ -143,7 +178,11 @@ pub async fn get_webhook(pool: &SqlitePool, workspace_id: &str, id: &str) -> Sto
     rows::webhook(&row)
 }
 
-pub async fn list_webhooks(pool: &SqlitePool, workspace_id: &str, page: Option<&Page>) -> StoreResult<Vec<Webhook>> {
+pub async fn list_webhooks(
+    pool: &SqlitePool,
+    workspace_id: &str,
+    page: Option<&Page>,
+) -> StoreResult<Vec<Webhook>> {
     let (after, limit) = match page {
         Some(page) => (page.after.clone().unwrap_or_default(), page_limit(page)),
         None => (String::new(), -1),

@@ -22,8 +22,14 @@ enum Job {
 }
 
 enum Reply {
-    Publish(oneshot::Sender<StoreResult<Vec<Published>>>, StoreResult<Vec<Published>>),
-    Claim(oneshot::Sender<StoreResult<Vec<String>>>, StoreResult<Vec<String>>),
+    Publish(
+        oneshot::Sender<StoreResult<Vec<Published>>>,
+        StoreResult<Vec<Published>>,
+    ),
+    Claim(
+        oneshot::Sender<StoreResult<Vec<String>>>,
+        StoreResult<Vec<String>>,
+    ),
     Record(oneshot::Sender<StoreResult<()>>, StoreResult<()>),
 }
 
@@ -52,7 +58,10 @@ fn writer_gone() -> StoreError {
 }
 
 impl JobSender {
-    async fn submit<T>(&self, job: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> Job) -> StoreResult<T> {
+    async fn submit<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> Job,
+    ) -> StoreResult<T> {
         let (to, from) = oneshot::channel();
         self.0.send(job(to)).await.map_err(|_| writer_gone())?;
         from.await.map_err(|_| writer_gone())?
@@ -109,11 +118,18 @@ async fn commit(pool: &SqlitePool, jobs: impl Iterator<Item = Job>) {
     let mut replies = Vec::new();
     for job in jobs {
         let reply = match job {
-            Job::Publish(events, to) => Reply::Publish(to, in_savepoint(&mut tx, |c| Box::pin(events::insert(c, events))).await),
-            Job::Claim(claim, to) => Reply::Claim(to, in_savepoint(&mut tx, |c| Box::pin(dispatch::claim(c, claim))).await),
-            Job::Record(node, outcomes, to) => {
-                Reply::Record(to, in_savepoint(&mut tx, |c| Box::pin(dispatch::record(c, node, outcomes))).await)
-            }
+            Job::Publish(events, to) => Reply::Publish(
+                to,
+                in_savepoint(&mut tx, |c| Box::pin(events::insert(c, events))).await,
+            ),
+            Job::Claim(claim, to) => Reply::Claim(
+                to,
+                in_savepoint(&mut tx, |c| Box::pin(dispatch::claim(c, claim))).await,
+            ),
+            Job::Record(node, outcomes, to) => Reply::Record(
+                to,
+                in_savepoint(&mut tx, |c| Box::pin(dispatch::record(c, node, outcomes))).await,
+            ),
         };
         replies.push(reply);
     }

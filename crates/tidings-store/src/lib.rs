@@ -83,10 +83,19 @@ pub trait Store: Send + Sync + 'static {
     /// How many deliveries are pending (due or not).
     async fn count_pending(&self) -> StoreResult<u64>;
 
-    async fn list_deliveries(&self, workspace_id: &str, filter: &DeliveryFilter, page: &Page) -> StoreResult<Vec<Delivery>>;
+    async fn list_deliveries(
+        &self,
+        workspace_id: &str,
+        filter: &DeliveryFilter,
+        page: &Page,
+    ) -> StoreResult<Vec<Delivery>>;
     async fn get_delivery(&self, workspace_id: &str, id: &str) -> StoreResult<Delivery>;
     async fn list_attempts(&self, delivery_id: &str) -> StoreResult<Vec<Attempt>>;
-    async fn event_deliveries(&self, workspace_id: &str, event_id: &str) -> StoreResult<Vec<Delivery>>;
+    async fn event_deliveries(
+        &self,
+        workspace_id: &str,
+        event_id: &str,
+    ) -> StoreResult<Vec<Delivery>>;
 
     /// Woken whenever new work may be due (a publish committed, a delivery released).
     fn work_signal(&self) -> Arc<tokio::sync::Notify>;

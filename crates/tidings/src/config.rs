@@ -69,7 +69,9 @@ impl Settings {
             figment = figment.merge(Toml::file(path));
         }
         let settings: Settings = figment
-            .merge(Env::prefixed("TIDINGS_").ignore(&["config", "log"]))
+            // TIDINGS_CONFIG and TIDINGS_LOG are read elsewhere; TIDINGS_TEST_PYTHON is exported by
+            // scripts/test.sh for the interop tests and must not make every start-up fail.
+            .merge(Env::prefixed("TIDINGS_").ignore(&["config", "log", "test_python"]))
             .merge(Serialized::defaults(flags))
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
@@ -78,7 +80,8 @@ impl Settings {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        tidings_core::retry::validate_schedule(&self.retry_schedule).map_err(|e| anyhow::anyhow!("retry_schedule: {e}"))?;
+        tidings_core::retry::validate_schedule(&self.retry_schedule)
+            .map_err(|e| anyhow::anyhow!("retry_schedule: {e}"))?;
         if self.per_webhook_concurrency == 0 || self.per_webhook_concurrency > 1000 {
             anyhow::bail!("per_webhook_concurrency must be between 1 and 1000");
         }
@@ -89,7 +92,10 @@ impl Settings {
             anyhow::bail!("log_format must be \"text\" or \"json\"");
         }
         if !self.database_url.starts_with("sqlite:") {
-            anyhow::bail!("database_url must be sqlite://PATH (got `{}`)", self.database_url.split('@').next_back().unwrap_or_default());
+            anyhow::bail!(
+                "database_url must be sqlite://PATH (got `{}`)",
+                self.database_url.split('@').next_back().unwrap_or_default()
+            );
         }
         Ok(())
     }
@@ -103,13 +109,26 @@ mod tests {
     fn embedded_defaults_load_and_flags_override_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("tidings.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:9999\"\nper_webhook_concurrency = 3\n").expect("write");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9999\"\nper_webhook_concurrency = 3\n",
+        )
+        .expect("write");
         let from_file = Settings::load(Some(&file), FlagOverrides::default()).expect("loads");
         assert_eq!(from_file.listen.port(), 9999);
         assert_eq!(from_file.per_webhook_concurrency, 3);
         assert_eq!(from_file.retry_schedule, vec![60, 300, 1800]);
-        let flags = FlagOverrides { listen: Some("127.0.0.1:7777".parse().expect("addr")), ..FlagOverrides::default() };
-        assert_eq!(Settings::load(Some(&file), flags).expect("loads").listen.port(), 7777);
+        let flags = FlagOverrides {
+            listen: Some("127.0.0.1:7777".parse().expect("addr")),
+            ..FlagOverrides::default()
+        };
+        assert_eq!(
+            Settings::load(Some(&file), flags)
+                .expect("loads")
+                .listen
+                .port(),
+            7777
+        );
     }
 
     #[test]
@@ -121,6 +140,12 @@ mod tests {
         assert!(error.to_string().contains("retry_schedule"), "{error}");
         std::fs::write(&file, "listn = \"x\"\n").expect("write");
         assert!(Settings::load(Some(&file), FlagOverrides::default()).is_err());
-        assert!(Settings::load(Some(&dir.path().join("missing.toml")), FlagOverrides::default()).is_err());
+        assert!(
+            Settings::load(
+                Some(&dir.path().join("missing.toml")),
+                FlagOverrides::default()
+            )
+            .is_err()
+        );
     }
 }

@@ -52,8 +52,18 @@ impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         let store = open_store(settings).await?;
         let dyn_store: Arc<dyn Store> = store.clone();
-        let policy = TargetPolicy { allow_http: settings.allow_http_targets, allow_private: settings.allow_private_targets };
-        let state = AppState::new(dyn_store.clone(), ApiSettings { target_policy: policy, ..ApiSettings::default() }, metrics_handle());
+        let policy = TargetPolicy {
+            allow_http: settings.allow_http_targets,
+            allow_private: settings.allow_private_targets,
+        };
+        let state = AppState::new(
+            dyn_store.clone(),
+            ApiSettings {
+                target_policy: policy,
+                ..ApiSettings::default()
+            },
+            metrics_handle(),
+        );
         let router = tidings_server::router(state);
         let dispatcher = Dispatcher::new(
             dyn_store,
@@ -70,7 +80,12 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
-        Ok(Self { listener, router, dispatcher, store })
+        Ok(Self {
+            listener,
+            router,
+            dispatcher,
+            store,
+        })
     }
 
     /// The store this application runs on (tests and the CLI issue keys through it).

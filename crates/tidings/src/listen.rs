@@ -20,7 +20,12 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Checks a request's signature: `Ok(scheme)` when it verifies, `Err(reason)` otherwise.
-pub fn verify(secret: &str, hmac_header: &str, headers: &HeaderMap, body: &[u8]) -> Result<&'static str, String> {
+pub fn verify(
+    secret: &str,
+    hmac_header: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<&'static str, String> {
     if let Some(signature) = header(headers, "webhook-signature") {
         let id = header(headers, "webhook-id").ok_or("webhook-id is missing")?;
         let timestamp: i64 = header(headers, "webhook-timestamp")
@@ -48,7 +53,10 @@ pub async fn run(options: ListenOptions) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(options.addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.addr))?;
-    eprintln!("listening on http://{} (POST any path); Ctrl-C stops", listener.local_addr()?);
+    eprintln!(
+        "listening on http://{} (POST any path); Ctrl-C stops",
+        listener.local_addr()?
+    );
     let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
         let options = options.clone();
         async move {

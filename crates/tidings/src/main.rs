@@ -11,7 +11,11 @@ use tidings_store::{KeyScope, Page, Store, Workspace};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "tidings", version, about = "Webhook delivery for sales-engagement platforms")]
+#[command(
+    name = "tidings",
+    version,
+    about = "Webhook delivery for sales-engagement platforms"
+)]
 struct Cli {
     /// Settings file (TOML); see tidings.default.toml for every setting.
     #[arg(long, global = true, env = "TIDINGS_CONFIG")]
@@ -68,7 +72,11 @@ enum KeyCommand {
     /// Create an API key and print it (only the key, on stdout).
     Create {
         /// A key that acts on every workspace.
-        #[arg(long, conflicts_with = "workspace", required_unless_present = "workspace")]
+        #[arg(
+            long,
+            conflicts_with = "workspace",
+            required_unless_present = "workspace"
+        )]
         operator: bool,
         /// A key that acts on this workspace only.
         #[arg(long)]
@@ -97,7 +105,9 @@ enum WorkspaceCommand {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TIDINGS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -121,19 +131,39 @@ async fn shutdown_signal(token: CancellationToken) {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate => {}
     }
-    tracing::info!("shutting down: no new work is claimed; attempts in flight finish or are given back");
+    tracing::info!(
+        "shutting down: no new work is claimed; attempts in flight finish or are given back"
+    );
     token.cancel();
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut flags = FlagOverrides { database_url: cli.database_url.clone(), ..FlagOverrides::default() };
-    if let Command::Serve { listen, allow_private_targets, allow_http_targets } = &cli.command {
+    let mut flags = FlagOverrides {
+        database_url: cli.database_url.clone(),
+        ..FlagOverrides::default()
+    };
+    if let Command::Serve {
+        listen,
+        allow_private_targets,
+        allow_http_targets,
+    } = &cli.command
+    {
         flags.listen = *listen;
         flags.allow_private_targets = allow_private_targets.then_some(true);
         flags.allow_http_targets = allow_http_targets.then_some(true);
     }
-    if let Command::Listen { addr, secret, hmac_header } = cli.command {
-        return tidings::listen::run(tidings::listen::ListenOptions { addr, secret, hmac_header: hmac_header.to_ascii_lowercase() }).await;
+    if let Command::Listen {
+        addr,
+        secret,
+        hmac_header,
+    } = cli.command
+    {
+        return tidings::listen::run(tidings::listen::ListenOptions {
+            addr,
+            secret,
+            hmac_header: hmac_header.to_ascii_lowercase(),
+        })
+        .await;
     }
     let settings = Settings::load(cli.config.as_deref(), flags)?;
     match cli.command {
@@ -154,20 +184,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key { command } => {
             let store = tidings::open_store(&settings).await?;
             match command {
-                KeyCommand::Create { workspace, name, .. } => {
+                KeyCommand::Create {
+                    workspace, name, ..
+                } => {
                     let scope = match &workspace {
                         Some(ws) => {
-                            WorkspaceId::parse(ws).ok_or_else(|| anyhow::anyhow!("`{ws}` is not a workspace id (ws_...)"))?;
-                            store.get_workspace(ws).await.map_err(|_| anyhow::anyhow!("no workspace `{ws}`"))?;
+                            WorkspaceId::parse(ws).ok_or_else(|| {
+                                anyhow::anyhow!("`{ws}` is not a workspace id (ws_...)")
+                            })?;
+                            store
+                                .get_workspace(ws)
+                                .await
+                                .map_err(|_| anyhow::anyhow!("no workspace `{ws}`"))?;
                             KeyScope::Workspace
                         }
                         None => KeyScope::Operator,
                     };
-                    let (_, token) = tidings_server::issue_key(store.as_ref(), scope, workspace, name).await?;
+                    let (_, token) =
+                        tidings_server::issue_key(store.as_ref(), scope, workspace, name).await?;
                     println!("{token}");
                 }
                 KeyCommand::Revoke { id } => {
-                    store.revoke_api_key(&id, tidings_core::now_millis()).await.map_err(|_| anyhow::anyhow!("no API key `{id}`"))?;
+                    store
+                        .revoke_api_key(&id, tidings_core::now_millis())
+                        .await
+                        .map_err(|_| anyhow::anyhow!("no API key `{id}`"))?;
                     eprintln!("revoked {id}");
                 }
             }
@@ -177,18 +218,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Workspace { command } => {
             let store = tidings::open_store(&settings).await?;
             match command {
-                WorkspaceCommand::Create { name, level_precedence } => {
-                    let precedence = LevelPrecedence::parse(&level_precedence)
-                        .ok_or_else(|| anyhow::anyhow!("--level-precedence must be `all` or `broadest`"))?;
+                WorkspaceCommand::Create {
+                    name,
+                    level_precedence,
+                } => {
+                    let precedence =
+                        LevelPrecedence::parse(&level_precedence).ok_or_else(|| {
+                            anyhow::anyhow!("--level-precedence must be `all` or `broadest`")
+                        })?;
                     let now = tidings_core::now_millis();
-                    let ws = Workspace { id: WorkspaceId::new().as_str().to_owned(), name, level_precedence: precedence, created_at: now, updated_at: now };
+                    let ws = Workspace {
+                        id: WorkspaceId::new().as_str().to_owned(),
+                        name,
+                        level_precedence: precedence,
+                        created_at: now,
+                        updated_at: now,
+                    };
                     store.create_workspace(&ws).await?;
                     println!("{}", ws.id);
                 }
                 WorkspaceCommand::List => {
                     let mut after = None;
                     loop {
-                        let page = store.list_workspaces(&Page { limit: 500, after: after.clone() }).await?;
+                        let page = store
+                            .list_workspaces(&Page {
+                                limit: 500,
+                                after: after.clone(),
+                            })
+                            .await?;
                         for ws in &page {
                             println!("{}\t{}", ws.id, ws.name);
                         }

@@ -17,7 +17,9 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, Path, Query};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_deliveries)).routes(routes!(get_delivery))
+    OpenApiRouter::new()
+        .routes(routes!(list_deliveries))
+        .routes(routes!(get_delivery))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -109,37 +111,80 @@ struct DeliveryQuery {
 /// List deliveries, newest first, filtered by webhook, status, event type and time.
 #[utoipa::path(get, path = "/v1/workspaces/{ws}/deliveries", tag = "deliveries", params(("ws" = String, Path), DeliveryQuery),
     responses((status = 200, body = ListResponse<DeliveryView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn list_deliveries(State(state): State<AppState>, caller: Caller, Path(ws): Path<String>, Query(query): Query<DeliveryQuery>) -> ApiResult<Json<ListResponse<DeliveryView>>> {
+async fn list_deliveries(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+    Query(query): Query<DeliveryQuery>,
+) -> ApiResult<Json<ListResponse<DeliveryView>>> {
     let workspace = super::workspace(&state, &caller, &ws).await?;
-    let (page, limit) = PageQuery { limit: query.limit, cursor: query.cursor }.page()?;
+    let (page, limit) = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    }
+    .page()?;
     let status = query
         .status
         .as_deref()
-        .map(|s| DeliveryStatus::parse(s).ok_or_else(|| ApiError::bad_request("invalid_query", "status must be pending, delivered, failed or skipped")))
+        .map(|s| {
+            DeliveryStatus::parse(s).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    "status must be pending, delivered, failed or skipped",
+                )
+            })
+        })
         .transpose()?;
     let filter = DeliveryFilter {
         webhook_id: query.webhook_id,
         status,
         event_type: query.event_type,
-        since: query.since.as_deref().map(|t| parse_time("since", t)).transpose()?,
-        until: query.until.as_deref().map(|t| parse_time("until", t)).transpose()?,
+        since: query
+            .since
+            .as_deref()
+            .map(|t| parse_time("since", t))
+            .transpose()?,
+        until: query
+            .until
+            .as_deref()
+            .map(|t| parse_time("until", t))
+            .transpose()?,
     };
-    let found = state.store.list_deliveries(&workspace.id, &filter, &page).await?;
-    Ok(Json(ListResponse::from_fetched(found, limit, |d| d.id.clone(), DeliveryView::from)))
+    let found = state
+        .store
+        .list_deliveries(&workspace.id, &filter, &page)
+        .await?;
+    Ok(Json(ListResponse::from_fetched(
+        found,
+        limit,
+        |d| d.id.clone(),
+        DeliveryView::from,
+    )))
 }
 
 /// Get a delivery with every attempt.
 #[utoipa::path(get, path = "/v1/workspaces/{ws}/deliveries/{id}", tag = "deliveries", params(("ws" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = DeliveryDetail), (status = 404, body = ErrorBody)))]
-async fn get_delivery(State(state): State<AppState>, caller: Caller, Path((ws, id)): Path<(String, String)>) -> ApiResult<Json<DeliveryDetail>> {
+async fn get_delivery(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((ws, id)): Path<(String, String)>,
+) -> ApiResult<Json<DeliveryDetail>> {
     let workspace = super::workspace(&state, &caller, &ws).await?;
     if !is_id(IdKind::Delivery, &id) {
         return Err(ApiError::NotFound("delivery_not_found"));
     }
-    let delivery = state.store.get_delivery(&workspace.id, &id).await.map_err(|e| match e {
-        StoreError::NotFound => ApiError::NotFound("delivery_not_found"),
-        other => other.into(),
-    })?;
+    let delivery = state
+        .store
+        .get_delivery(&workspace.id, &id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::NotFound("delivery_not_found"),
+            other => other.into(),
+        })?;
     let attempts = state.store.list_attempts(&id).await?;
-    Ok(Json(DeliveryDetail { delivery: delivery.into(), attempts: attempts.into_iter().map(AttemptView::from).collect() }))
+    Ok(Json(DeliveryDetail {
+        delivery: delivery.into(),
+        attempts: attempts.into_iter().map(AttemptView::from).collect(),
+    }))
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -15,12 +15,13 @@ use tidings_store::{DeliveryStatus, Event, NewDelivery, NewEvent, StoreError, We
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
+use super::deliveries::DeliveryView;
 use crate::AppState;
 use crate::auth::Caller;
+use crate::cache::Fresh;
 use crate::dto::{ListResponse, PageQuery, parse_time, time};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, Path, Query};
-use super::deliveries::DeliveryView;
 
 /// Largest request body a receiver can be sent (SPEC section 3).
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
@@ -31,7 +32,10 @@ const ENVELOPE_OVERHEAD: usize = 400;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(publish_event, list_events).layer(DefaultBodyLimit::max(MAX_EVENT_BYTES + 64 * 1024)))
+        .routes(
+            routes!(publish_event, list_events)
+                .layer(DefaultBodyLimit::max(MAX_EVENT_BYTES + 64 * 1024)),
+        )
         .routes(routes!(publish_batch).layer(DefaultBodyLimit::max(64 * 1024 * 1024)))
         .routes(routes!(get_event))
 }
@@ -40,19 +44,26 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// (changes made through another node).
 #[derive(Default)]
 pub struct FanoutCache {
-    entries: RwLock<HashMap<String, (Instant, Arc<Vec<Webhook>>)>>,
+    entries: RwLock<HashMap<String, Fresh<Arc<Vec<Webhook>>>>>,
 }
 
 const FANOUT_REFRESH: Duration = Duration::from_secs(2);
 
 impl FanoutCache {
     pub fn forget(&self, workspace_id: &str) {
-        self.entries.write().unwrap_or_else(|p| p.into_inner()).remove(workspace_id);
+        self.entries
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(workspace_id);
     }
 
     async fn webhooks(&self, state: &AppState, workspace_id: &str) -> ApiResult<Arc<Vec<Webhook>>> {
-        if let Some((loaded, hooks)) = self.entries.read().unwrap_or_else(|p| p.into_inner()).get(workspace_id)
-            && loaded.elapsed() < FANOUT_REFRESH
+        if let Some(hooks) = self
+            .entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(workspace_id)
+            .and_then(|f| f.get(FANOUT_REFRESH))
         {
             return Ok(hooks.clone());
         }
@@ -60,7 +71,7 @@ impl FanoutCache {
         self.entries
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(workspace_id.to_owned(), (Instant::now(), hooks.clone()));
+            .insert(workspace_id.to_owned(), Fresh::new(hooks.clone()));
         Ok(hooks)
     }
 }
@@ -106,35 +117,68 @@ struct BatchPublished {
 
 fn optional_id(field: &str, value: Option<String>) -> ApiResult<Option<String>> {
     match value {
-        Some(v) if v.is_empty() || v.len() > 200 => Err(ApiError::invalid(field, format!("`{field}` must be 1 to 200 characters"))),
+        Some(v) if v.is_empty() || v.len() > 200 => Err(ApiError::invalid(
+            field,
+            format!("`{field}` must be 1 to 200 characters"),
+        )),
         other => Ok(other),
     }
 }
 
 /// Checks one event and works out its deliveries. `at` prefixes field names inside a batch.
-async fn prepare(state: &AppState, workspace: &Workspace, webhooks: &[Webhook], event: PublishEvent, at: &str, now: i64) -> ApiResult<NewEvent> {
+async fn prepare(
+    state: &AppState,
+    workspace: &Workspace,
+    webhooks: &[Webhook],
+    event: PublishEvent,
+    at: &str,
+    now: i64,
+) -> ApiResult<NewEvent> {
     let field = |name: &str| format!("{at}{name}");
     let resolved = state
         .types
         .get(state.store.as_ref(), &event.event_type)
         .await?
-        .ok_or_else(|| ApiError::invalid(field("type"), format!("`{}` is not an event type of this server", event.event_type)))?;
+        .ok_or_else(|| {
+            ApiError::invalid(
+                field("type"),
+                format!("`{}` is not an event type of this server", event.event_type),
+            )
+        })?;
     if !event.data.is_object() {
-        return Err(ApiError::invalid(field("data"), "`data` must be a JSON object"));
+        return Err(ApiError::invalid(
+            field("data"),
+            "`data` must be a JSON object",
+        ));
     }
     if let Some(schema) = &resolved.schema
         && let Err(violation) = schema.check(&event.data)
     {
         return Err(ApiError::invalid(
-            format!("{}{}", field("data"), if violation.path == "/" { String::new() } else { violation.path.clone() }),
-            format!("`data` does not match the schema of {} at {}: {}", event.event_type, violation.path, violation.message),
+            format!(
+                "{}{}",
+                field("data"),
+                if violation.path == "/" {
+                    String::new()
+                } else {
+                    violation.path.clone()
+                }
+            ),
+            format!(
+                "`data` does not match the schema of {} at {}: {}",
+                event.event_type, violation.path, violation.message
+            ),
         ));
     }
     let data = event.data.to_string();
     if data.len() + ENVELOPE_OVERHEAD > MAX_EVENT_BYTES {
         return Err(ApiError::PayloadTooLarge(format!(
             "{}the event is {} bytes; deliveries are limited to 1 MiB",
-            if at.is_empty() { String::new() } else { format!("{at}: ") },
+            if at.is_empty() {
+                String::new()
+            } else {
+                format!("{at}: ")
+            },
             data.len()
         )));
     }
@@ -145,7 +189,10 @@ async fn prepare(state: &AppState, workspace: &Workspace, webhooks: &[Webhook], 
     if let Some(key) = &event.idempotency_key
         && (key.is_empty() || key.len() > 255)
     {
-        return Err(ApiError::invalid(field("idempotency_key"), "the idempotency key must be 1 to 255 characters"));
+        return Err(ApiError::invalid(
+            field("idempotency_key"),
+            "the idempotency key must be 1 to 255 characters",
+        ));
     }
     let scope = EventScope {
         campaign_id: optional_id(&field("campaign_id"), event.campaign_id)?,
@@ -157,7 +204,14 @@ async fn prepare(state: &AppState, workspace: &Workspace, webhooks: &[Webhook], 
 
     let matching: Vec<&Webhook> = webhooks
         .iter()
-        .filter(|w| matches(&w.spec.event_types, &w.spec.filters, &event.event_type, &scope))
+        .filter(|w| {
+            matches(
+                &w.spec.event_types,
+                &w.spec.filters,
+                &event.event_type,
+                &scope,
+            )
+        })
         .collect();
     let levels: Vec<_> = matching.iter().map(|w| level(&w.spec.filters)).collect();
     let keep = apply_precedence(&levels, workspace.level_precedence);
@@ -169,7 +223,11 @@ async fn prepare(state: &AppState, workspace: &Workspace, webhooks: &[Webhook], 
             id: new_id(IdKind::Delivery),
             webhook_id: w.id.clone(),
             // A paused webhook's deliveries wait; a disabled one's are kept but never sent.
-            status: if w.state == WebhookState::Disabled { DeliveryStatus::Skipped } else { DeliveryStatus::Pending },
+            status: if w.state == WebhookState::Disabled {
+                DeliveryStatus::Skipped
+            } else {
+                DeliveryStatus::Pending
+            },
         })
         .collect();
     Ok(NewEvent {
@@ -186,13 +244,23 @@ async fn prepare(state: &AppState, workspace: &Workspace, webhooks: &[Webhook], 
     })
 }
 
-async fn publish(state: &AppState, caller: &Caller, ws: &str, events: Vec<PublishEvent>, batch: bool) -> ApiResult<Vec<Published>> {
+async fn publish(
+    state: &AppState,
+    caller: &Caller,
+    ws: &str,
+    events: Vec<PublishEvent>,
+    batch: bool,
+) -> ApiResult<Vec<Published>> {
     let workspace = super::workspace(state, caller, ws).await?;
     let webhooks = state.fanout.webhooks(state, &workspace.id).await?;
     let now = tidings_core::now_millis();
     let mut prepared = Vec::with_capacity(events.len());
     for (index, event) in events.into_iter().enumerate() {
-        let at = if batch { format!("events[{index}].") } else { String::new() };
+        let at = if batch {
+            format!("events[{index}].")
+        } else {
+            String::new()
+        };
         prepared.push(prepare(state, &workspace, &webhooks, event, &at, now).await?);
     }
     let count = prepared.len() as u64;
@@ -201,25 +269,44 @@ async fn publish(state: &AppState, caller: &Caller, ws: &str, events: Vec<Publis
     metrics::counter!("tidings_events_published_total").increment(count);
     Ok(published
         .into_iter()
-        .map(|p| Published { id: p.event_id, deliveries: p.delivery_ids, duplicate: p.duplicate })
+        .map(|p| Published {
+            id: p.event_id,
+            deliveries: p.delivery_ids,
+            duplicate: p.duplicate,
+        })
         .collect())
 }
 
 /// Publish one event. It and all its deliveries are stored before the 202.
 #[utoipa::path(post, path = "/v1/workspaces/{ws}/events", tag = "events", params(("ws" = String, Path)), request_body = PublishEvent,
     responses((status = 202, body = Published), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn publish_event(State(state): State<AppState>, caller: Caller, Path(ws): Path<String>, Json(body): Json<PublishEvent>) -> ApiResult<(StatusCode, Json<Published>)> {
+async fn publish_event(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+    Json(body): Json<PublishEvent>,
+) -> ApiResult<(StatusCode, Json<Published>)> {
     let mut published = publish(&state, &caller, &ws, vec![body], false).await?;
-    let first = published.pop().ok_or_else(|| ApiError::Internal("publishing returned no result".into()))?;
+    let first = published
+        .pop()
+        .ok_or_else(|| ApiError::Internal("publishing returned no result".into()))?;
     Ok((StatusCode::ACCEPTED, Json(first)))
 }
 
 /// Publish up to 1000 events at once; all are checked first, and either all are stored or none.
 #[utoipa::path(post, path = "/v1/workspaces/{ws}/events/batch", tag = "events", params(("ws" = String, Path)), request_body = PublishBatch,
     responses((status = 202, body = BatchPublished), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn publish_batch(State(state): State<AppState>, caller: Caller, Path(ws): Path<String>, Json(body): Json<PublishBatch>) -> ApiResult<(StatusCode, Json<BatchPublished>)> {
+async fn publish_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+    Json(body): Json<PublishBatch>,
+) -> ApiResult<(StatusCode, Json<BatchPublished>)> {
     if body.events.is_empty() || body.events.len() > MAX_BATCH {
-        return Err(ApiError::invalid("events", format!("a batch holds 1 to {MAX_BATCH} events")));
+        return Err(ApiError::invalid(
+            "events",
+            format!("a batch holds 1 to {MAX_BATCH} events"),
+        ));
     }
     let events = publish(&state, &caller, &ws, body.events, true).await?;
     Ok((StatusCode::ACCEPTED, Json(BatchPublished { events })))
@@ -262,25 +349,46 @@ pub fn event_view(event: Event, deliveries: Option<Vec<DeliveryView>>) -> EventV
 /// List a workspace's events, newest first.
 #[utoipa::path(get, path = "/v1/workspaces/{ws}/events", tag = "events", params(("ws" = String, Path), PageQuery),
     responses((status = 200, body = ListResponse<EventView>), (status = 404, body = ErrorBody)))]
-async fn list_events(State(state): State<AppState>, caller: Caller, Path(ws): Path<String>, Query(query): Query<PageQuery>) -> ApiResult<Json<ListResponse<EventView>>> {
+async fn list_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+    Query(query): Query<PageQuery>,
+) -> ApiResult<Json<ListResponse<EventView>>> {
     let workspace = super::workspace(&state, &caller, &ws).await?;
     let (page, limit) = query.page()?;
     let found = state.store.list_events(&workspace.id, &page).await?;
-    Ok(Json(ListResponse::from_fetched(found, limit, |e| e.id.clone(), |e| event_view(e, None))))
+    Ok(Json(ListResponse::from_fetched(
+        found,
+        limit,
+        |e| e.id.clone(),
+        |e| event_view(e, None),
+    )))
 }
 
 /// Get an event with its deliveries.
 #[utoipa::path(get, path = "/v1/workspaces/{ws}/events/{id}", tag = "events", params(("ws" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = EventView), (status = 404, body = ErrorBody)))]
-async fn get_event(State(state): State<AppState>, caller: Caller, Path((ws, id)): Path<(String, String)>) -> ApiResult<Json<EventView>> {
+async fn get_event(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((ws, id)): Path<(String, String)>,
+) -> ApiResult<Json<EventView>> {
     let workspace = super::workspace(&state, &caller, &ws).await?;
     if !is_id(IdKind::Event, &id) {
         return Err(ApiError::NotFound("event_not_found"));
     }
-    let event = state.store.get_event(&workspace.id, &id).await.map_err(|e| match e {
-        StoreError::NotFound => ApiError::NotFound("event_not_found"),
-        other => other.into(),
-    })?;
+    let event = state
+        .store
+        .get_event(&workspace.id, &id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::NotFound("event_not_found"),
+            other => other.into(),
+        })?;
     let deliveries = state.store.event_deliveries(&workspace.id, &id).await?;
-    Ok(Json(event_view(event, Some(deliveries.into_iter().map(DeliveryView::from).collect()))))
+    Ok(Json(event_view(
+        event,
+        Some(deliveries.into_iter().map(DeliveryView::from).collect()),
+    )))
 }

@@ -15,7 +15,9 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, Path, Query};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create_key, list_keys)).routes(routes!(revoke_key))
+    OpenApiRouter::new()
+        .routes(routes!(create_key, list_keys))
+        .routes(routes!(revoke_key))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -72,19 +74,36 @@ struct KeyQuery {
 /// Create an API key; the key is in the response and nowhere else.
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
     responses((status = 201, body = KeyView), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn create_key(State(state): State<AppState>, caller: Caller, Json(body): Json<CreateKey>) -> ApiResult<(StatusCode, Json<KeyView>)> {
+async fn create_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<CreateKey>,
+) -> ApiResult<(StatusCode, Json<KeyView>)> {
     caller.require_operator()?;
     let scope = match (body.scope, &body.workspace_id) {
         (KeyScopeDto::Operator, None) => KeyScope::Operator,
-        (KeyScopeDto::Operator, Some(_)) => return Err(ApiError::invalid("workspace_id", "operator keys belong to no workspace")),
+        (KeyScopeDto::Operator, Some(_)) => {
+            return Err(ApiError::invalid(
+                "workspace_id",
+                "operator keys belong to no workspace",
+            ));
+        }
         (KeyScopeDto::Workspace, Some(ws)) => {
             super::workspace(&state, &caller, ws).await?;
             KeyScope::Workspace
         }
-        (KeyScopeDto::Workspace, None) => return Err(ApiError::invalid("workspace_id", "workspace keys need a workspace_id")),
+        (KeyScopeDto::Workspace, None) => {
+            return Err(ApiError::invalid(
+                "workspace_id",
+                "workspace keys need a workspace_id",
+            ));
+        }
     };
     if body.name.chars().count() > 200 {
-        return Err(ApiError::invalid("name", "the name is longer than 200 characters"));
+        return Err(ApiError::invalid(
+            "name",
+            "the name is longer than 200 characters",
+        ));
     }
     let (key, token) = issue_key(state.store.as_ref(), scope, body.workspace_id, body.name).await?;
     Ok((StatusCode::CREATED, Json(view(key, Some(token)))))
@@ -93,20 +112,34 @@ async fn create_key(State(state): State<AppState>, caller: Caller, Json(body): J
 /// List API keys (never the keys themselves).
 #[utoipa::path(get, path = "/v1/keys", tag = "keys", params(KeyQuery),
     responses((status = 200, body = Vec<KeyView>), (status = 403, body = ErrorBody)))]
-async fn list_keys(State(state): State<AppState>, caller: Caller, Query(query): Query<KeyQuery>) -> ApiResult<Json<Vec<KeyView>>> {
+async fn list_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<KeyQuery>,
+) -> ApiResult<Json<Vec<KeyView>>> {
     caller.require_operator()?;
-    let keys = state.store.list_api_keys(query.workspace_id.as_deref()).await?;
+    let keys = state
+        .store
+        .list_api_keys(query.workspace_id.as_deref())
+        .await?;
     Ok(Json(keys.into_iter().map(|k| view(k, None)).collect()))
 }
 
 /// Revoke an API key; it stops working at once.
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn revoke_key(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn revoke_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     caller.require_operator()?;
     if !is_id(IdKind::ApiKey, &id) {
         return Err(ApiError::NotFound("key_not_found"));
     }
-    state.store.revoke_api_key(&id, tidings_core::now_millis()).await?;
+    state
+        .store
+        .revoke_api_key(&id, tidings_core::now_millis())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -22,10 +22,13 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_webhook, list_webhooks))
         .routes(routes!(get_webhook, update_webhook, delete_webhook))
+        .routes(routes!(enable_webhook))
 }
 
 /// A present-but-null field (`"retry_schedule": null`) clears it; an absent field leaves it alone.
-fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -137,7 +140,13 @@ fn view(webhook: Webhook, with_secret: bool) -> WebhookView {
 async fn validate(state: &AppState, spec: &mut WebhookSpec) -> ApiResult<()> {
     let mut seen = HashSet::new();
     spec.event_types.retain(|t| seen.insert(t.clone()));
-    let known: HashSet<String> = state.types.all(state.store.as_ref()).await?.iter().map(|t| t.def.name.clone()).collect();
+    let known: HashSet<String> = state
+        .types
+        .all(state.store.as_ref())
+        .await?
+        .iter()
+        .map(|t| t.def.name.clone())
+        .collect();
     webhook::validate_spec(spec, state.settings.target_policy, |t| known.contains(t))
         .map_err(|e| ApiError::invalid(e.field, e.message))
 }
@@ -146,10 +155,14 @@ pub async fn load(state: &AppState, workspace_id: &str, id: &str) -> ApiResult<W
     if !is_id(IdKind::Webhook, id) {
         return Err(ApiError::NotFound("webhook_not_found"));
     }
-    state.store.get_webhook(workspace_id, id).await.map_err(|e| match e {
-        StoreError::NotFound => ApiError::NotFound("webhook_not_found"),
-        other => other.into(),
-    })
+    state
+        .store
+        .get_webhook(workspace_id, id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::NotFound("webhook_not_found"),
+            other => other.into(),
+        })
 }
 
 fn settable(state: SettableState) -> WebhookState {
@@ -162,7 +175,12 @@ fn settable(state: SettableState) -> WebhookState {
 /// Create a webhook. The response carries its signing secret.
 #[utoipa::path(post, path = "/v1/workspaces/{ws}/webhooks", tag = "webhooks", params(("ws" = String, Path)), request_body = CreateWebhook,
     responses((status = 201, body = WebhookView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn create_webhook(State(state): State<AppState>, caller: Caller, Path(ws): Path<String>, Json(body): Json<CreateWebhook>) -> ApiResult<(StatusCode, Json<WebhookView>)> {
+async fn create_webhook(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+    Json(body): Json<CreateWebhook>,
+) -> ApiResult<(StatusCode, Json<WebhookView>)> {
     let workspace = super::workspace(&state, &caller, &ws).await?;
     let mut spec = WebhookSpec {
         name: body.name,
@@ -197,17 +215,31 @@ async fn create_webhook(State(state): State<AppState>, caller: Caller, Path(ws):
 /// List a workspace's webhooks, oldest first.
 #[utoipa::path(get, path = "/v1/workspaces/{ws}/webhooks", tag = "webhooks", params(("ws" = String, Path), PageQuery),
     responses((status = 200, body = ListResponse<WebhookView>), (status = 404, body = ErrorBody)))]
-async fn list_webhooks(State(state): State<AppState>, caller: Caller, Path(ws): Path<String>, Query(query): Query<PageQuery>) -> ApiResult<Json<ListResponse<WebhookView>>> {
+async fn list_webhooks(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+    Query(query): Query<PageQuery>,
+) -> ApiResult<Json<ListResponse<WebhookView>>> {
     let workspace = super::workspace(&state, &caller, &ws).await?;
     let (page, limit) = query.page()?;
     let found = state.store.list_webhooks(&workspace.id, &page).await?;
-    Ok(Json(ListResponse::from_fetched(found, limit, |w| w.id.clone(), |w| view(w, false))))
+    Ok(Json(ListResponse::from_fetched(
+        found,
+        limit,
+        |w| w.id.clone(),
+        |w| view(w, false),
+    )))
 }
 
 /// Get a webhook.
 #[utoipa::path(get, path = "/v1/workspaces/{ws}/webhooks/{id}", tag = "webhooks", params(("ws" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = WebhookView), (status = 404, body = ErrorBody)))]
-async fn get_webhook(State(state): State<AppState>, caller: Caller, Path((ws, id)): Path<(String, String)>) -> ApiResult<Json<WebhookView>> {
+async fn get_webhook(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((ws, id)): Path<(String, String)>,
+) -> ApiResult<Json<WebhookView>> {
     let workspace = super::workspace(&state, &caller, &ws).await?;
     Ok(Json(view(load(&state, &workspace.id, &id).await?, false)))
 }
@@ -215,25 +247,55 @@ async fn get_webhook(State(state): State<AppState>, caller: Caller, Path((ws, id
 /// Change some of a webhook's settings; absent fields stay as they are.
 #[utoipa::path(patch, path = "/v1/workspaces/{ws}/webhooks/{id}", tag = "webhooks", params(("ws" = String, Path), ("id" = String, Path)), request_body = UpdateWebhook,
     responses((status = 200, body = WebhookView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn update_webhook(State(state): State<AppState>, caller: Caller, Path((ws, id)): Path<(String, String)>, Json(body): Json<UpdateWebhook>) -> ApiResult<Json<WebhookView>> {
+async fn update_webhook(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((ws, id)): Path<(String, String)>,
+    Json(body): Json<UpdateWebhook>,
+) -> ApiResult<Json<WebhookView>> {
     let workspace = super::workspace(&state, &caller, &ws).await?;
     let mut hook = load(&state, &workspace.id, &id).await?;
     let spec = &mut hook.spec;
-    if let Some(v) = body.name { spec.name = v; }
-    if let Some(v) = body.description { spec.description = v; }
-    if let Some(v) = body.url { spec.url = v; }
-    if let Some(v) = body.event_types { spec.event_types = v; }
-    if let Some(v) = body.filters { spec.filters = v; }
-    if let Some(v) = body.headers { spec.headers = v; }
-    if let Some(v) = body.signing { spec.signing = v; }
-    if let Some(v) = body.payload_format { spec.payload_format = v; }
-    if let Some(v) = body.timeout_ms { spec.timeout_ms = v; }
-    if let Some(v) = body.retry_schedule { spec.retry_schedule = v; }
-    if let Some(v) = body.rate_limit_per_s { spec.rate_limit_per_s = v; }
+    if let Some(v) = body.name {
+        spec.name = v;
+    }
+    if let Some(v) = body.description {
+        spec.description = v;
+    }
+    if let Some(v) = body.url {
+        spec.url = v;
+    }
+    if let Some(v) = body.event_types {
+        spec.event_types = v;
+    }
+    if let Some(v) = body.filters {
+        spec.filters = v;
+    }
+    if let Some(v) = body.headers {
+        spec.headers = v;
+    }
+    if let Some(v) = body.signing {
+        spec.signing = v;
+    }
+    if let Some(v) = body.payload_format {
+        spec.payload_format = v;
+    }
+    if let Some(v) = body.timeout_ms {
+        spec.timeout_ms = v;
+    }
+    if let Some(v) = body.retry_schedule {
+        spec.retry_schedule = v;
+    }
+    if let Some(v) = body.rate_limit_per_s {
+        spec.rate_limit_per_s = v;
+    }
     validate(&state, spec).await?;
     if let Some(v) = body.state {
         if hook.state == WebhookState::Disabled {
-            return Err(ApiError::invalid("state", "a disabled webhook is turned back on with POST .../enable"));
+            return Err(ApiError::invalid(
+                "state",
+                "a disabled webhook is turned back on with POST .../enable",
+            ));
         }
         hook.state = settable(v);
     }
@@ -246,10 +308,32 @@ async fn update_webhook(State(state): State<AppState>, caller: Caller, Path((ws,
 /// Delete a webhook and its delivery history; nothing more is sent to it.
 #[utoipa::path(delete, path = "/v1/workspaces/{ws}/webhooks/{id}", tag = "webhooks", params(("ws" = String, Path), ("id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-async fn delete_webhook(State(state): State<AppState>, caller: Caller, Path((ws, id)): Path<(String, String)>) -> ApiResult<StatusCode> {
+async fn delete_webhook(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((ws, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     let workspace = super::workspace(&state, &caller, &ws).await?;
     load(&state, &workspace.id, &id).await?;
     state.store.delete_webhook(&workspace.id, &id).await?;
     state.fanout.forget(&workspace.id);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Turn a disabled (or paused) webhook back on; its disabled reason is cleared.
+#[utoipa::path(post, path = "/v1/workspaces/{ws}/webhooks/{id}/enable", tag = "webhooks", params(("ws" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = WebhookView), (status = 404, body = ErrorBody)))]
+async fn enable_webhook(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((ws, id)): Path<(String, String)>,
+) -> ApiResult<Json<WebhookView>> {
+    let workspace = super::workspace(&state, &caller, &ws).await?;
+    let mut hook = load(&state, &workspace.id, &id).await?;
+    hook.state = WebhookState::Active;
+    hook.disabled_reason = None;
+    hook.updated_at = tidings_core::now_millis();
+    state.store.update_webhook(&hook).await?;
+    state.fanout.forget(&hook.workspace_id);
+    Ok(Json(view(hook, false)))
 }

@@ -60,7 +60,10 @@ impl From<Workspace> for WorkspaceView {
 
 fn check_name(name: &str) -> ApiResult<()> {
     if name.trim().is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::invalid("name", "the name must be 1 to 200 characters"));
+        return Err(ApiError::invalid(
+            "name",
+            "the name must be 1 to 200 characters",
+        ));
     }
     Ok(())
 }
@@ -68,7 +71,11 @@ fn check_name(name: &str) -> ApiResult<()> {
 /// Create a workspace.
 #[utoipa::path(post, path = "/v1/workspaces", tag = "workspaces", request_body = CreateWorkspace,
     responses((status = 201, body = WorkspaceView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn create_workspace(State(state): State<AppState>, caller: Caller, Json(body): Json<CreateWorkspace>) -> ApiResult<(StatusCode, Json<WorkspaceView>)> {
+async fn create_workspace(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<CreateWorkspace>,
+) -> ApiResult<(StatusCode, Json<WorkspaceView>)> {
     caller.require_operator()?;
     check_name(&body.name)?;
     let now = tidings_core::now_millis();
@@ -86,27 +93,48 @@ async fn create_workspace(State(state): State<AppState>, caller: Caller, Json(bo
 /// List workspaces (operator keys see all, a workspace key its own).
 #[utoipa::path(get, path = "/v1/workspaces", tag = "workspaces", params(PageQuery),
     responses((status = 200, body = ListResponse<WorkspaceView>), (status = 401, body = ErrorBody)))]
-async fn list_workspaces(State(state): State<AppState>, caller: Caller, Query(query): Query<PageQuery>) -> ApiResult<Json<ListResponse<WorkspaceView>>> {
+async fn list_workspaces(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<PageQuery>,
+) -> ApiResult<Json<ListResponse<WorkspaceView>>> {
     let (page, limit) = query.page()?;
     if let Some(own) = &caller.workspace_id {
         let ws = state.store.get_workspace(own).await?;
-        return Ok(Json(ListResponse { data: vec![ws.into()], next_cursor: None }));
+        return Ok(Json(ListResponse {
+            data: vec![ws.into()],
+            next_cursor: None,
+        }));
     }
     let found = state.store.list_workspaces(&page).await?;
-    Ok(Json(ListResponse::from_fetched(found, limit, |w| w.id.clone(), WorkspaceView::from)))
+    Ok(Json(ListResponse::from_fetched(
+        found,
+        limit,
+        |w| w.id.clone(),
+        WorkspaceView::from,
+    )))
 }
 
 /// Get a workspace.
 #[utoipa::path(get, path = "/v1/workspaces/{ws}", tag = "workspaces", params(("ws" = String, Path)),
     responses((status = 200, body = WorkspaceView), (status = 404, body = ErrorBody)))]
-async fn get_workspace(State(state): State<AppState>, caller: Caller, Path(ws): Path<String>) -> ApiResult<Json<WorkspaceView>> {
+async fn get_workspace(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+) -> ApiResult<Json<WorkspaceView>> {
     Ok(Json(super::workspace(&state, &caller, &ws).await?.into()))
 }
 
 /// Update a workspace's name or level precedence.
 #[utoipa::path(patch, path = "/v1/workspaces/{ws}", tag = "workspaces", params(("ws" = String, Path)), request_body = UpdateWorkspace,
     responses((status = 200, body = WorkspaceView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn update_workspace(State(state): State<AppState>, caller: Caller, Path(ws): Path<String>, Json(body): Json<UpdateWorkspace>) -> ApiResult<Json<WorkspaceView>> {
+async fn update_workspace(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+    Json(body): Json<UpdateWorkspace>,
+) -> ApiResult<Json<WorkspaceView>> {
     caller.require_operator()?;
     let mut workspace = super::workspace(&state, &caller, &ws).await?;
     if let Some(name) = body.name {
@@ -125,7 +153,11 @@ async fn update_workspace(State(state): State<AppState>, caller: Caller, Path(ws
 /// Delete a workspace with its keys, webhooks, events and deliveries.
 #[utoipa::path(delete, path = "/v1/workspaces/{ws}", tag = "workspaces", params(("ws" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-async fn delete_workspace(State(state): State<AppState>, caller: Caller, Path(ws): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_workspace(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+) -> ApiResult<StatusCode> {
     caller.require_operator()?;
     super::workspace(&state, &caller, &ws).await?;
     state.store.delete_workspace(&ws).await?;
