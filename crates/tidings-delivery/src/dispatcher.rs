@@ -223,8 +223,9 @@ impl Dispatcher {
                         .min(config.idle_poll),
                     _ => config.idle_poll,
                 };
-                // A wait of zero means due work exists but every lane it belongs to is full.
-                let wait = wait.max(Duration::from_millis(5));
+                // A wait of zero means due work exists but every lane it belongs to is full: a
+                // finishing attempt wakes the loop, and a short floor catches other work falling due.
+                let wait = wait.max(Duration::from_millis(50));
                 tokio::select! {
                     _ = work.notified() => {}
                     _ = self.inner.wake.notified() => {}

@@ -12,6 +12,7 @@ pub enum ApiError {
     Unauthorized,
     Forbidden(String),
     NotFound(&'static str),
+    MethodNotAllowed,
     BadRequest {
         code: &'static str,
         message: String,
@@ -123,6 +124,12 @@ impl IntoResponse for ApiError {
                 StatusCode::NOT_FOUND,
                 code,
                 "no such object in this workspace".to_owned(),
+                None,
+            ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this path does not support that method".to_owned(),
                 None,
             ),
             ApiError::BadRequest { code, message } => {

@@ -119,6 +119,9 @@ pub fn router(state: AppState) -> Router {
                 async move { axum::Json(openapi.as_ref().clone()) }
             }),
         )
+        // Unknown paths and methods answer in the API's error shape too.
+        .fallback(|| async { ApiError::NotFound("route_not_found") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::Internal(
                 "a request handler panicked".into(),

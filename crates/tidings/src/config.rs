@@ -45,6 +45,19 @@ impl std::fmt::Debug for Settings {
     }
 }
 
+/// Every setting's name, as read from `TIDINGS_<NAME>` environment variables.
+const SETTING_NAMES: [&str; 9] = [
+    "listen",
+    "database_url",
+    "sqlite_synchronous_full",
+    "allow_private_targets",
+    "allow_http_targets",
+    "retry_schedule",
+    "per_webhook_concurrency",
+    "max_in_flight",
+    "log_format",
+];
+
 /// Values given as flags; only those present override the layers below.
 #[derive(Debug, Default, Serialize)]
 pub struct FlagOverrides {
@@ -71,7 +84,9 @@ impl Settings {
         let settings: Settings = figment
             // TIDINGS_CONFIG and TIDINGS_LOG are read elsewhere; TIDINGS_TEST_PYTHON is exported by
             // scripts/test.sh for the interop tests and must not make every start-up fail.
-            .merge(Env::prefixed("TIDINGS_").ignore(&["config", "log", "test_python"]))
+            // Only settings are read from the environment: other TIDINGS_* variables (the log filter,
+            // the config path, the listen command's secret, test tooling) are not settings.
+            .merge(Env::prefixed("TIDINGS_").only(&SETTING_NAMES))
             .merge(Serialized::defaults(flags))
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;

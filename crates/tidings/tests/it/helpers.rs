@@ -17,7 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 pub fn init_logs() {
     if std::env::var_os("TEST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt().with_env_filter("info,tidings=debug").with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info,tidings=debug")
+            .with_test_writer()
+            .try_init();
     }
 }
 
@@ -55,17 +58,27 @@ pub async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = test_settings(dir.path());
     change(&mut settings);
-    let app = tidings::Application::build(&settings).await.expect("app builds");
-    let port = app.port();
-    let (_, operator_key) = tidings_server::issue_key(app.store().as_ref(), KeyScope::Operator, None, "tests".into())
+    let app = tidings::Application::build(&settings)
         .await
-        .expect("operator key");
+        .expect("app builds");
+    let port = app.port();
+    let (_, operator_key) = tidings_server::issue_key(
+        app.store().as_ref(),
+        KeyScope::Operator,
+        None,
+        "tests".into(),
+    )
+    .await
+    .expect("operator key");
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         operator_key,
-        http: reqwest::Client::builder().no_proxy().build().expect("client"),
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client"),
         dir,
         shutdown,
         task: Some(task),
@@ -91,7 +104,13 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
-    pub async fn request(&self, method: reqwest::Method, path: &str, key: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut request = self.http.request(method, self.url(path));
         if let Some(key) = key {
             request = request.bearer_auth(key);
@@ -102,24 +121,47 @@ impl TestApp {
         let response = request.send().await.expect("request sent");
         let status = StatusCode::from_u16(response.status().as_u16()).expect("status");
         let text = response.text().await.expect("body");
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, value)
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.request(reqwest::Method::GET, path, Some(&self.operator_key), None).await
+        self.request(reqwest::Method::GET, path, Some(&self.operator_key), None)
+            .await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.request(reqwest::Method::POST, path, Some(&self.operator_key), Some(body)).await
+        self.request(
+            reqwest::Method::POST,
+            path,
+            Some(&self.operator_key),
+            Some(body),
+        )
+        .await
     }
 
     pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.request(reqwest::Method::PATCH, path, Some(&self.operator_key), Some(body)).await
+        self.request(
+            reqwest::Method::PATCH,
+            path,
+            Some(&self.operator_key),
+            Some(body),
+        )
+        .await
     }
 
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
-        self.request(reqwest::Method::DELETE, path, Some(&self.operator_key), None).await
+        self.request(
+            reqwest::Method::DELETE,
+            path,
+            Some(&self.operator_key),
+            None,
+        )
+        .await
     }
 
     pub async fn create_workspace(&self) -> String {
@@ -130,7 +172,9 @@ impl TestApp {
 
     /// Creates a webhook from `body` (url and event types at least) and returns the response.
     pub async fn create_webhook(&self, ws: &str, body: Value) -> Value {
-        let (status, created) = self.post(&format!("/v1/workspaces/{ws}/webhooks"), body).await;
+        let (status, created) = self
+            .post(&format!("/v1/workspaces/{ws}/webhooks"), body)
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{created}");
         created
     }
@@ -144,32 +188,52 @@ impl TestApp {
 
     /// Publishes an event and asserts it was accepted.
     pub async fn publish(&self, ws: &str, body: Value) -> Value {
-        let (status, published) = self.post(&format!("/v1/workspaces/{ws}/events"), body).await;
+        let (status, published) = self
+            .post(&format!("/v1/workspaces/{ws}/events"), body)
+            .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{published}");
         published
     }
 
     pub async fn delivery(&self, ws: &str, id: &str) -> Value {
-        let (status, body) = self.get(&format!("/v1/workspaces/{ws}/deliveries/{id}")).await;
+        let (status, body) = self
+            .get(&format!("/v1/workspaces/{ws}/deliveries/{id}"))
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
 
     /// Polls a delivery until `done` holds for it or `timeout` passes.
-    pub async fn wait_for_delivery(&self, ws: &str, id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_for_delivery(
+        &self,
+        ws: &str,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let delivery = self.delivery(ws, id).await;
             if done(&delivery) {
                 return delivery;
             }
-            assert!(Instant::now() < deadline, "delivery never reached the expected state: {delivery:#}");
+            assert!(
+                Instant::now() < deadline,
+                "delivery never reached the expected state: {delivery:#}"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
-    pub async fn wait_for_status(&self, ws: &str, id: &str, status: &str, timeout: Duration) -> Value {
-        self.wait_for_delivery(ws, id, timeout, |d| d["status"] == status).await
+    pub async fn wait_for_status(
+        &self,
+        ws: &str,
+        id: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> Value {
+        self.wait_for_delivery(ws, id, timeout, |d| d["status"] == status)
+            .await
     }
 }
 
@@ -202,7 +266,12 @@ pub struct Reply {
 
 impl Reply {
     pub fn status(status: u16) -> Self {
-        Self { status, headers: Vec::new(), body: String::new(), delay: Duration::ZERO }
+        Self {
+            status,
+            headers: Vec::new(),
+            body: String::new(),
+            delay: Duration::ZERO,
+        }
     }
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.into(), value.into()));
@@ -242,40 +311,65 @@ impl Receiver {
     }
 
     pub async fn answering(fallback: Reply) -> Self {
-        let state = Arc::new(Mutex::new(ReceiverState { fallback: Some(fallback), ..ReceiverState::default() }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let state = Arc::new(Mutex::new(ReceiverState {
+            fallback: Some(fallback),
+            ..ReceiverState::default()
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
         let addr = listener.local_addr().expect("addr");
         let shared = state.clone();
-        let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
-            let shared = shared.clone();
-            async move {
-                let reply = {
-                    let mut state = shared.lock().expect("lock");
-                    state.requests.push(Received {
-                        path: uri.path().to_owned(),
-                        headers: headers
-                            .iter()
-                            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
-                            .collect(),
-                        body,
-                        at: Instant::now(),
-                    });
-                    state.script.pop_front().or_else(|| state.fallback.clone()).unwrap_or_else(|| Reply::status(200))
-                };
-                tokio::time::sleep(reply.delay).await;
-                let mut response = axum::http::Response::builder().status(reply.status);
-                for (name, value) in &reply.headers {
-                    response = response.header(name, value);
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
+                let shared = shared.clone();
+                async move {
+                    let reply = {
+                        let mut state = shared.lock().expect("lock");
+                        state.requests.push(Received {
+                            path: uri.path().to_owned(),
+                            headers: headers
+                                .iter()
+                                .map(|(k, v)| {
+                                    (
+                                        k.as_str().to_owned(),
+                                        v.to_str().unwrap_or_default().to_owned(),
+                                    )
+                                })
+                                .collect(),
+                            body,
+                            at: Instant::now(),
+                        });
+                        state
+                            .script
+                            .pop_front()
+                            .or_else(|| state.fallback.clone())
+                            .unwrap_or_else(|| Reply::status(200))
+                    };
+                    tokio::time::sleep(reply.delay).await;
+                    let mut response = axum::http::Response::builder().status(reply.status);
+                    for (name, value) in &reply.headers {
+                        response = response.header(name, value);
+                    }
+                    response
+                        .body(axum::body::Body::from(reply.body))
+                        .expect("response")
                 }
-                response.body(axum::body::Body::from(reply.body)).expect("response")
-            }
-        });
+            },
+        );
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
         });
-        Self { url: format!("http://{addr}/hook"), addr, state, shutdown }
+        Self {
+            url: format!("http://{addr}/hook"),
+            addr,
+            state,
+            shutdown,
+        }
     }
 
     /// Queues replies for the next requests, in order.
@@ -299,7 +393,11 @@ impl Receiver {
             if requests.len() >= count {
                 return requests;
             }
-            assert!(Instant::now() < deadline, "expected {count} requests, got {}", requests.len());
+            assert!(
+                Instant::now() < deadline,
+                "expected {count} requests, got {}",
+                requests.len()
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
