@@ -195,12 +195,16 @@ pub async fn release_all(pool: &SqlitePool) -> StoreResult<u64> {
 }
 
 pub async fn next_due_at(pool: &SqlitePool) -> StoreResult<Option<UnixMillis>> {
-    let row =
-        sqlx::query("SELECT MIN(next_attempt_at) AS due FROM deliveries WHERE status = 'pending'")
-            .fetch_one(pool)
-            .await
-            .map_err(map_err)?;
-    row.try_get("due").map_err(map_err)
+    // Held deliveries (paused or disabled webhooks) are never claimed, so they are not "due".
+    sqlx::query_scalar(
+        "SELECT d.next_attempt_at FROM deliveries d
+         WHERE d.status = 'pending' AND d.next_attempt_at IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.state != 'active')
+         ORDER BY d.next_attempt_at LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await
+    .map_err(map_err)
 }
 
 pub async fn count_pending(pool: &SqlitePool) -> StoreResult<u64> {

@@ -508,6 +508,20 @@ async fn exhausted_retry_schedule_fails_the_delivery() {
     );
 }
 
+#[tokio::test]
+async fn server_wide_retry_schedule_applies_to_webhooks_without_their_own() {
+    let app = spawn_app_with(|settings| settings.retry_schedule = vec![1]).await;
+    let receiver = Receiver::answering(Reply::status(500)).await;
+    let (ws, _) = workspace_with_webhook(&app, &receiver.url, json!({})).await;
+    let (_, delivery_id) = publish_one(&app, &ws).await;
+
+    let delivery = app.wait_for_status(&ws, &delivery_id, "failed", WAIT).await;
+    assert_eq!(
+        delivery["attempt_count"], 2,
+        "the first attempt and the one retry of the server's schedule: {delivery:#}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // The delivery log
 // ---------------------------------------------------------------------------------------------
