@@ -9,6 +9,7 @@ pub mod net;
 pub mod outcome;
 pub mod retry;
 pub mod signing;
+pub mod stats;
 pub mod webhook;
 
 /// Milliseconds since the Unix epoch; the one time unit stored and compared everywhere.

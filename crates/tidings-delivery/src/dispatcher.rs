@@ -15,7 +15,9 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tidings_core::now_millis;
 use tidings_core::outcome::Verdict;
 use tidings_core::retry::{DEFAULT_SCHEDULE_SECS, next_attempt_at, random_jitter};
-use tidings_store::{AttemptRecord, Claim, ClaimedDelivery, NextState, Outcome, Store, Webhook};
+use tidings_store::{
+    AttemptRecord, Claim, ClaimedDelivery, HealthPolicy, NextState, Outcome, Store, Webhook,
+};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -44,6 +46,8 @@ pub struct DispatcherConfig {
     pub idle_poll: Duration,
     /// How long shutdown waits for attempts in flight before giving them back.
     pub shutdown_grace: Duration,
+    /// When failing webhooks are disabled, and whether the operator is told.
+    pub health: HealthPolicy,
 }
 
 impl Default for DispatcherConfig {
@@ -59,6 +63,7 @@ impl Default for DispatcherConfig {
             allow_private_targets: false,
             idle_poll: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(31),
+            health: HealthPolicy::default(),
         }
     }
 }
@@ -181,7 +186,7 @@ impl Dispatcher {
             }
             Err(error) => tracing::error!(%error, "cannot release earlier claims"),
         }
-        let recorder = Recorder::spawn(store.clone(), config.node.clone());
+        let recorder = Recorder::spawn(store.clone(), config.node.clone(), config.health.clone());
         let tracker = TaskTracker::new();
         let abort = CancellationToken::new();
         let (given_back, mut given_back_rx) = mpsc::unbounded_channel::<String>();
@@ -301,10 +306,16 @@ impl Dispatcher {
     /// Makes one attempt of a claimed delivery and decides what comes next.
     async fn attempt(&self, lane: &Lane, delivery: ClaimedDelivery) -> Outcome {
         let _turn = lane.concurrency.acquire().await;
-        let webhook: &Webhook = &delivery.webhook;
-        if let Some(limiter) = lane.limiter(webhook.spec.rate_limit_per_s) {
+        if let Some(limiter) = lane.limiter(delivery.webhook.spec.rate_limit_per_s) {
             limiter.until_ready().await;
         }
+        self.send_now(delivery).await
+    }
+
+    /// Makes one attempt at once, outside the queue and the webhook's lane (test sends use this):
+    /// the same request, client and outcome rules as queued deliveries.
+    pub async fn send_now(&self, delivery: ClaimedDelivery) -> Outcome {
+        let webhook: &Webhook = &delivery.webhook;
         let span = tracing::debug_span!("attempt", delivery_id = %delivery.delivery_id, event_id = %delivery.event_id, webhook_id = %webhook.id);
         let _entered = span.enter();
         let started_at = now_millis();

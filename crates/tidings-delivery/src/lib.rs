@@ -3,6 +3,7 @@
 
 mod client;
 mod dispatcher;
+pub mod maintenance;
 mod recorder;
 mod request;
 mod ssrf;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tidings_store::{NextState, Outcome, Store};
+use tidings_store::{HealthPolicy, NextState, Outcome, Store};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -15,9 +15,9 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn spawn(store: Arc<dyn Store>, node: String) -> Self {
+    pub fn spawn(store: Arc<dyn Store>, node: String, policy: HealthPolicy) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(store, node, receiver));
+        let task = tokio::spawn(run(store, node, policy, receiver));
         Self { sender, task }
     }
 
@@ -34,7 +34,12 @@ impl Recorder {
     }
 }
 
-async fn run(store: Arc<dyn Store>, node: String, mut receiver: mpsc::UnboundedReceiver<Outcome>) {
+async fn run(
+    store: Arc<dyn Store>,
+    node: String,
+    policy: HealthPolicy,
+    mut receiver: mpsc::UnboundedReceiver<Outcome>,
+) {
     let mut batch = Vec::with_capacity(MAX_OUTCOMES_PER_COMMIT);
     while receiver
         .recv_many(&mut batch, MAX_OUTCOMES_PER_COMMIT)
@@ -45,7 +50,7 @@ async fn run(store: Arc<dyn Store>, node: String, mut receiver: mpsc::UnboundedR
         // An outcome that cannot be stored yet is kept and retried: dropping it would send the
         // delivery again after its claim expires, which is allowed but wasteful.
         loop {
-            match store.record_outcomes(&node, batch.clone()).await {
+            match store.record_outcomes(&node, batch.clone(), &policy).await {
                 Ok(()) => break,
                 Err(error) => {
                     tracing::error!(%error, outcomes = batch.len(), "recording delivery outcomes failed; retrying");

@@ -19,7 +19,7 @@ pub struct SignedRequest {
 }
 
 /// The envelope `{"id","type","timestamp","data"}` around the stored `data` bytes, without re-parsing them.
-fn envelope(event_id: &str, event_type: &str, occurred_at: i64, data: &str) -> Vec<u8> {
+pub(crate) fn envelope(event_id: &str, event_type: &str, occurred_at: i64, data: &str) -> Vec<u8> {
     let quote = |text: &str| serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned());
     let timestamp = tidings_core::format_rfc3339(occurred_at);
     let mut body = Vec::with_capacity(data.len() + event_id.len() + event_type.len() + 80);
@@ -57,10 +57,14 @@ pub fn build_request(
         SigningScheme::Standard => {
             headers.push(("webhook-id".into(), event_id.to_owned()));
             headers.push(("webhook-timestamp".into(), now_secs.to_string()));
-            headers.push((
-                "webhook-signature".into(),
-                signing::standard_signature(&webhook.secret, event_id, now_secs, &body),
-            ));
+            // During a rotation's grace period the old secret signs too, so receivers holding
+            // either secret verify.
+            let signatures: Vec<String> = webhook
+                .signing_secrets(now_secs * 1000)
+                .into_iter()
+                .map(|secret| signing::standard_signature(secret, event_id, now_secs, &body))
+                .collect();
+            headers.push(("webhook-signature".into(), signatures.join(" ")));
             headers.push(("webhook-key-id".into(), signing::key_id(&webhook.secret)));
         }
         SigningScheme::HmacSha256 => {
@@ -110,8 +114,10 @@ mod tests {
                 rate_limit_per_s: None,
             },
             secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            previous_secret: None,
             state: WebhookState::Active,
             disabled_reason: None,
+            health: Default::default(),
             created_at: 0,
             updated_at: 0,
         }
@@ -179,5 +185,60 @@ mod tests {
         ));
         assert_eq!(header(&request, "x-request-id"), Some("evt_2"));
         assert_eq!(header(&request, "webhook-signature"), None);
+    }
+
+    #[test]
+    fn a_rotated_secret_signs_alongside_the_new_one_until_its_grace_ends() {
+        let mut hook = webhook(SigningScheme::Standard, PayloadFormat::Envelope);
+        let old = "whsec_b2xkIHNlY3JldCBvbGQgc2VjcmV0IG9sZCBzZWNyZXQ=".to_owned();
+        hook.previous_secret = Some((old.clone(), 10_000_000));
+        let during = build_request(
+            &hook,
+            "evt_3",
+            "email.sent.v1",
+            0,
+            "{}",
+            9_999,
+            "Tidings/test",
+        );
+        let signature = header(&during, "webhook-signature").expect("signed");
+        assert_eq!(signature.split(' ').count(), 2, "{signature}");
+        assert!(signing::verify_standard(
+            &hook.secret,
+            "evt_3",
+            9_999,
+            &during.body,
+            signature
+        ));
+        assert!(signing::verify_standard(
+            &old,
+            "evt_3",
+            9_999,
+            &during.body,
+            signature
+        ));
+        assert_eq!(
+            header(&during, "webhook-key-id").map(str::to_owned),
+            Some(signing::key_id(&hook.secret))
+        );
+
+        let after = build_request(
+            &hook,
+            "evt_3",
+            "email.sent.v1",
+            0,
+            "{}",
+            10_000,
+            "Tidings/test",
+        );
+        let signature = header(&after, "webhook-signature").expect("signed");
+        assert_eq!(signature.split(' ').count(), 1, "{signature}");
+        assert!(!signing::verify_standard(
+            &old,
+            "evt_3",
+            10_000,
+            &after.body,
+            signature
+        ));
     }
 }

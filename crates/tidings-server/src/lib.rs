@@ -14,6 +14,7 @@ use std::sync::Arc;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tidings_core::webhook::TargetPolicy;
+use tidings_delivery::Dispatcher;
 use tidings_store::Store;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub settings: Arc<ApiSettings>,
     pub metrics: Option<PrometheusHandle>,
+    /// Makes test sends with the same client and rules as queued deliveries.
+    pub dispatcher: Dispatcher,
     types: Arc<types::EventTypes>,
     fanout: Arc<v1::events::FanoutCache>,
 }
@@ -53,11 +56,13 @@ impl AppState {
         store: Arc<dyn Store>,
         settings: ApiSettings,
         metrics: Option<PrometheusHandle>,
+        dispatcher: Dispatcher,
     ) -> Self {
         Self {
             store,
             settings: Arc::new(settings),
             metrics,
+            dispatcher,
             types: Arc::new(types::EventTypes::default()),
             fanout: Arc::new(v1::events::FanoutCache::default()),
         }

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use sqlx::{Row, SqliteConnection, SqlitePool};
+use tidings_core::ids::{IdKind, new_id};
+use tidings_core::stats;
 use tidings_core::{UnixMillis, now_millis};
 use tidings_store::*;
 
@@ -93,11 +95,13 @@ pub async fn load_claimed(pool: &SqlitePool, ids: &[String]) -> StoreResult<Vec<
     Ok(claimed)
 }
 
-/// Records attempts and moves deliveries on, only where this node still holds the claim.
+/// Records attempts and moves deliveries on, only where this node still holds the claim; keeps
+/// endpoint health and the latency rollup, disables failing webhooks, queues notifications.
 pub async fn record(
     conn: &mut SqliteConnection,
     node: String,
     outcomes: Vec<Outcome>,
+    policy: HealthPolicy,
 ) -> StoreResult<()> {
     let now = now_millis();
     for outcome in outcomes {
@@ -107,11 +111,11 @@ pub async fn record(
             NextState::RetryAt(at) => ("pending", Some(at)),
         };
         let attempt = &outcome.attempt;
-        let number: Option<i64> = sqlx::query_scalar(
+        let updated = sqlx::query(
             "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, claimed_by = NULL,
                  last_status_code = ?, last_error_kind = ?, updated_at = ?
              WHERE id = ? AND claimed_by = ?
-             RETURNING attempts",
+             RETURNING attempts, workspace_id, event_id, event_type",
         )
         .bind(status)
         .bind(next_at)
@@ -123,48 +127,220 @@ pub async fn record(
         .fetch_optional(&mut *conn)
         .await
         .map_err(map_err)?;
-        let Some(number) = number else {
+        let Some(updated) = updated else {
             tracing::warn!(delivery_id = %outcome.delivery_id, "the claim on this delivery was lost before its attempt was recorded");
             continue;
         };
-        sqlx::query(
-            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error_kind, error_message,
-                                   response_excerpt, request_headers, response_headers)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&outcome.delivery_id)
-        .bind(number)
-        .bind(attempt.started_at)
-        .bind(attempt.duration_ms)
-        .bind(attempt.status_code.map(i64::from))
-        .bind(attempt.error_kind.map(|k| k.as_str()))
-        .bind(&attempt.error_message)
-        .bind(&attempt.response_excerpt)
-        .bind(serde_json::to_string(&attempt.request_headers).unwrap_or_default())
-        .bind(serde_json::to_string(&attempt.response_headers).unwrap_or_default())
-        .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
-        if let Some(reason) = &outcome.disable_webhook {
-            sqlx::query("UPDATE webhooks SET state = 'disabled', disabled_reason = ?, updated_at = ? WHERE id = ?")
-                .bind(reason)
+        let number: i64 = updated.try_get("attempts").map_err(map_err)?;
+        insert_attempt(&mut *conn, &outcome.delivery_id, number, attempt).await?;
+        add_latency(&mut *conn, &outcome.webhook_id, attempt).await?;
+
+        let disable = match outcome.next {
+            NextState::Delivered => {
+                sqlx::query(
+                    "UPDATE webhooks SET failing_since = NULL, failures_since_success = 0, last_success_at = ?
+                     WHERE id = ?",
+                )
                 .bind(now)
                 .bind(&outcome.webhook_id)
                 .execute(&mut *conn)
                 .await
                 .map_err(map_err)?;
-            // What was still waiting for a disabled webhook is kept, marked skipped, never sent.
-            sqlx::query(
-                "UPDATE deliveries SET status = 'skipped', next_attempt_at = NULL, updated_at = ?
-                 WHERE webhook_id = ? AND status = 'pending' AND claimed_by IS NULL",
+                None
+            }
+            _ => {
+                let reason = failure_reason(attempt);
+                let health = sqlx::query(
+                    "UPDATE webhooks SET failing_since = COALESCE(failing_since, ?),
+                         failures_since_success = failures_since_success + 1, last_failure_at = ?,
+                         last_failure_reason = ?
+                     WHERE id = ?
+                     RETURNING failing_since, failures_since_success",
+                )
+                .bind(attempt.started_at)
+                .bind(now)
+                .bind(&reason)
+                .bind(&outcome.webhook_id)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(map_err)?;
+                if outcome.next == NextState::Failed && policy.notify_operator {
+                    let payload = serde_json::json!({
+                        "workspace_id": updated.try_get::<String, _>("workspace_id").map_err(map_err)?,
+                        "webhook_id": outcome.webhook_id,
+                        "delivery_id": outcome.delivery_id,
+                        "event_id": updated.try_get::<String, _>("event_id").map_err(map_err)?,
+                        "event_type": updated.try_get::<String, _>("event_type").map_err(map_err)?,
+                        "attempts": number,
+                        "last_status_code": attempt.status_code,
+                        "last_error_kind": attempt.error_kind.map(|k| k.as_str()),
+                        "reason": reason,
+                    });
+                    enqueue_notification(&mut *conn, "tidings.delivery.failed", &payload, now)
+                        .await?;
+                }
+                match (outcome.disable_webhook.clone(), health) {
+                    (Some(reason), _) => Some(reason),
+                    (None, Some(health)) => {
+                        let since: Option<i64> =
+                            health.try_get("failing_since").map_err(map_err)?;
+                        let failures: i64 =
+                            health.try_get("failures_since_success").map_err(map_err)?;
+                        match since {
+                            Some(since)
+                                if now - since >= policy.auto_disable_after_ms
+                                    && failures >= i64::from(policy.auto_disable_min_failures) =>
+                            {
+                                Some(format!(
+                                    "failing: every attempt failed since {} ({failures} attempts; last: {reason})",
+                                    tidings_core::format_rfc3339(since)
+                                ))
+                            }
+                            _ => None,
+                        }
+                    }
+                    (None, None) => None,
+                }
+            }
+        };
+        if let Some(reason) = disable {
+            disable_webhook(
+                &mut *conn,
+                &outcome.webhook_id,
+                &reason,
+                now,
+                policy.notify_operator,
             )
-            .bind(now)
-            .bind(&outcome.webhook_id)
-            .execute(&mut *conn)
-            .await
-            .map_err(map_err)?;
+            .await?;
         }
     }
+    Ok(())
+}
+
+/// A short sentence for why an attempt failed, as shown in summaries and notifications.
+fn failure_reason(attempt: &AttemptRecord) -> String {
+    match (
+        attempt.status_code,
+        &attempt.error_message,
+        attempt.error_kind,
+    ) {
+        (Some(code), _, _) => format!("HTTP {code}"),
+        (None, Some(message), _) => message.clone(),
+        (None, None, Some(kind)) => kind.as_str().to_owned(),
+        (None, None, None) => "unknown".to_owned(),
+    }
+}
+
+pub async fn insert_attempt(
+    conn: &mut SqliteConnection,
+    delivery_id: &str,
+    number: i64,
+    attempt: &AttemptRecord,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error_kind, error_message,
+                               response_excerpt, request_headers, response_headers)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(delivery_id)
+    .bind(number)
+    .bind(attempt.started_at)
+    .bind(attempt.duration_ms)
+    .bind(attempt.status_code.map(i64::from))
+    .bind(attempt.error_kind.map(|k| k.as_str()))
+    .bind(&attempt.error_message)
+    .bind(&attempt.response_excerpt)
+    .bind(serde_json::to_string(&attempt.request_headers).unwrap_or_default())
+    .bind(serde_json::to_string(&attempt.response_headers).unwrap_or_default())
+    .execute(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+async fn add_latency(
+    conn: &mut SqliteConnection,
+    webhook_id: &str,
+    attempt: &AttemptRecord,
+) -> StoreResult<()> {
+    let bucket = i64::try_from(stats::bucket(attempt.duration_ms)).unwrap_or(0);
+    sqlx::query(
+        "INSERT INTO attempt_latency (webhook_id, hour, bucket, attempts) VALUES (?, ?, ?, 1)
+         ON CONFLICT (webhook_id, hour, bucket) DO UPDATE SET attempts = attempts + 1",
+    )
+    .bind(webhook_id)
+    .bind(stats::hour_of(attempt.started_at))
+    .bind(bucket)
+    .execute(conn)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Disables a webhook (if it is not already), keeps what was waiting for it as skipped, and tells
+/// the operator when asked to.
+async fn disable_webhook(
+    conn: &mut SqliteConnection,
+    webhook_id: &str,
+    reason: &str,
+    now: UnixMillis,
+    notify: bool,
+) -> StoreResult<()> {
+    let disabled = sqlx::query(
+        "UPDATE webhooks SET state = 'disabled', disabled_reason = ?, updated_at = ?
+         WHERE id = ? AND state != 'disabled'
+         RETURNING workspace_id, spec",
+    )
+    .bind(reason)
+    .bind(now)
+    .bind(webhook_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    sqlx::query(
+        "UPDATE deliveries SET status = 'skipped', next_attempt_at = NULL, updated_at = ?
+         WHERE webhook_id = ? AND status = 'pending' AND claimed_by IS NULL",
+    )
+    .bind(now)
+    .bind(webhook_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    if let (Some(row), true) = (disabled, notify) {
+        let spec: String = row.try_get("spec").map_err(map_err)?;
+        let url = serde_json::from_str::<serde_json::Value>(&spec)
+            .ok()
+            .and_then(|s| s["url"].as_str().map(str::to_owned));
+        let payload = serde_json::json!({
+            "workspace_id": row.try_get::<String, _>("workspace_id").map_err(map_err)?,
+            "webhook_id": webhook_id,
+            "url": url,
+            "reason": reason,
+            "disabled_at": tidings_core::format_rfc3339(now),
+        });
+        enqueue_notification(conn, "tidings.webhook.disabled", &payload, now).await?;
+    }
+    Ok(())
+}
+
+async fn enqueue_notification(
+    conn: &mut SqliteConnection,
+    event_type: &str,
+    payload: &serde_json::Value,
+    now: UnixMillis,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO notifications (id, event_type, payload, attempts, next_attempt_at, created_at)
+         VALUES (?, ?, ?, 0, ?, ?)",
+    )
+    .bind(new_id(IdKind::Event))
+    .bind(event_type)
+    .bind(payload.to_string())
+    .bind(now)
+    .bind(now)
+    .execute(conn)
+    .await
+    .map_err(map_err)?;
     Ok(())
 }
 

@@ -3,7 +3,9 @@
 use sqlx::{SqliteConnection, SqlitePool};
 use tidings_store::*;
 
-use crate::{map_err, rows};
+use tidings_core::now_millis;
+
+use crate::{dispatch, map_err, rows};
 
 /// Inserts events and deliveries inside the writer's transaction.
 pub async fn insert(
@@ -48,25 +50,7 @@ pub async fn insert(
             .await
             .map_err(map_err)?;
         }
-        sqlx::query(
-            "INSERT INTO events (id, workspace_id, event_type, occurred_at, received_at, data, campaign_id, client_id,
-                                 agent_id, category_id, idempotency_key)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&event.id)
-        .bind(&event.workspace_id)
-        .bind(&event.event_type)
-        .bind(event.occurred_at)
-        .bind(event.received_at)
-        .bind(&event.data)
-        .bind(&event.scope.campaign_id)
-        .bind(&event.scope.client_id)
-        .bind(&event.scope.agent_id)
-        .bind(&event.scope.category_id)
-        .bind(&event.idempotency_key)
-        .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
+        insert_event(&mut *conn, &event).await?;
         let mut delivery_ids = Vec::with_capacity(event.deliveries.len());
         for delivery in event.deliveries {
             let due = (delivery.status == DeliveryStatus::Pending).then_some(event.received_at);
@@ -104,6 +88,62 @@ pub async fn insert(
         });
     }
     Ok(published)
+}
+
+async fn insert_event(conn: &mut SqliteConnection, event: &NewEvent) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO events (id, workspace_id, event_type, occurred_at, received_at, data, campaign_id, client_id,
+                 agent_id, category_id, idempotency_key)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&event.id)
+    .bind(&event.workspace_id)
+    .bind(&event.event_type)
+    .bind(event.occurred_at)
+    .bind(event.received_at)
+    .bind(&event.data)
+    .bind(&event.scope.campaign_id)
+    .bind(&event.scope.client_id)
+    .bind(&event.scope.agent_id)
+    .bind(&event.scope.category_id)
+    .bind(&event.idempotency_key)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Stores a test send in one go: the event, its finished test delivery and the attempt.
+pub async fn insert_test_send(
+    conn: &mut SqliteConnection,
+    event: NewEvent,
+    outcome: Outcome,
+) -> StoreResult<()> {
+    insert_event(&mut *conn, &event).await?;
+    let status = match outcome.next {
+        NextState::Delivered => "delivered",
+        NextState::Failed | NextState::RetryAt(_) => "failed",
+    };
+    let attempt = &outcome.attempt;
+    sqlx::query(
+        "INSERT INTO deliveries (id, workspace_id, event_id, webhook_id, event_type, status, attempts, next_attempt_at,
+                                 last_status_code, last_error_kind, is_test, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, 1, NULL, ?, ?, 1, ?, ?)",
+    )
+    .bind(&outcome.delivery_id)
+    .bind(&event.workspace_id)
+    .bind(&event.id)
+    .bind(&outcome.webhook_id)
+    .bind(&event.event_type)
+    .bind(status)
+    .bind(attempt.status_code.map(i64::from))
+    .bind(attempt.error_kind.map(|k| k.as_str()))
+    .bind(event.received_at)
+    .bind(now_millis())
+    .execute(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    dispatch::insert_attempt(conn, &outcome.delivery_id, 1, attempt).await
 }
 
 pub async fn get_event(pool: &SqlitePool, workspace_id: &str, id: &str) -> StoreResult<Event> {

@@ -7,7 +7,8 @@
 mod catalog;
 mod dispatch;
 mod events;
-mod reads;
+mod ops;
+pub(crate) mod reads;
 mod rows;
 mod tenants;
 mod writer;
@@ -192,8 +193,18 @@ impl Store for SqliteStore {
         self.work.notify_one();
         Ok(())
     }
-    async fn record_outcomes(&self, node: &str, outcomes: Vec<Outcome>) -> StoreResult<()> {
-        self.jobs.record(node.to_owned(), outcomes).await
+    async fn record_outcomes(
+        &self,
+        node: &str,
+        outcomes: Vec<Outcome>,
+        policy: &HealthPolicy,
+    ) -> StoreResult<()> {
+        self.jobs
+            .record(node.to_owned(), outcomes, policy.clone())
+            .await
+    }
+    async fn record_test_send(&self, event: NewEvent, outcome: Outcome) -> StoreResult<()> {
+        self.jobs.test_send(event, outcome).await
     }
     async fn release_all_claims(&self) -> StoreResult<u64> {
         dispatch::release_all(&self.writer).await
@@ -225,6 +236,63 @@ impl Store for SqliteStore {
         event_id: &str,
     ) -> StoreResult<Vec<Delivery>> {
         reads::event_deliveries(&self.reader, workspace_id, event_id).await
+    }
+
+    async fn enable_webhook(
+        &self,
+        workspace_id: &str,
+        id: &str,
+        at: UnixMillis,
+    ) -> StoreResult<()> {
+        tenants::enable_webhook(&self.writer, workspace_id, id, at).await?;
+        self.work.notify_one();
+        Ok(())
+    }
+
+    async fn retry_delivery(
+        &self,
+        workspace_id: &str,
+        id: &str,
+        at: UnixMillis,
+    ) -> StoreResult<Delivery> {
+        let delivery = ops::retry_delivery(&self.writer, workspace_id, id, at).await?;
+        self.work.notify_one();
+        Ok(delivery)
+    }
+    async fn retrigger(
+        &self,
+        workspace_id: &str,
+        filter: &RetriggerFilter,
+        limit: u32,
+        at: UnixMillis,
+    ) -> StoreResult<u64> {
+        let count = ops::retrigger(&self.writer, workspace_id, filter, limit, at).await?;
+        if count > 0 {
+            self.work.notify_one();
+        }
+        Ok(count)
+    }
+    async fn webhook_summary(
+        &self,
+        webhook_id: &str,
+        since: UnixMillis,
+        until: UnixMillis,
+    ) -> StoreResult<SummaryData> {
+        ops::webhook_summary(&self.reader, webhook_id, since, until).await
+    }
+    async fn purge_finished(&self, before: UnixMillis, limit: u32) -> StoreResult<u64> {
+        ops::purge_finished(&self.writer, before, limit).await
+    }
+    async fn claim_notifications(
+        &self,
+        now: UnixMillis,
+        limit: u32,
+        lease_ms: i64,
+    ) -> StoreResult<Vec<Notification>> {
+        ops::claim_notifications(&self.writer, now, limit, lease_ms).await
+    }
+    async fn finish_notification(&self, id: &str, retry_at: Option<UnixMillis>) -> StoreResult<()> {
+        ops::finish_notification(&self.writer, id, retry_at).await
     }
 
     fn work_signal(&self) -> Arc<Notify> {

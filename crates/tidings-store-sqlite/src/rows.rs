@@ -64,8 +64,23 @@ pub fn webhook(row: &SqliteRow) -> StoreResult<Webhook> {
         spec: serde_json::from_str(&spec)
             .map_err(|e| StoreError::Internal(format!("stored webhook is not valid: {e}")))?,
         secret: row.try_get("secret").map_err(map_err)?,
+        previous_secret: {
+            let secret: Option<String> = row.try_get("previous_secret").map_err(map_err)?;
+            let until: Option<i64> = row.try_get("previous_secret_until").map_err(map_err)?;
+            secret.zip(until)
+        },
         state: WebhookState::parse(&state).ok_or_else(|| corrupt("webhook state", &state))?,
         disabled_reason: row.try_get("disabled_reason").map_err(map_err)?,
+        health: WebhookHealth {
+            failing_since: row.try_get("failing_since").map_err(map_err)?,
+            failures_since_success: {
+                let count: i64 = row.try_get("failures_since_success").map_err(map_err)?;
+                u32::try_from(count).unwrap_or(u32::MAX)
+            },
+            last_success_at: row.try_get("last_success_at").map_err(map_err)?,
+            last_failure_at: row.try_get("last_failure_at").map_err(map_err)?,
+            last_failure_reason: row.try_get("last_failure_reason").map_err(map_err)?,
+        },
         created_at: row.try_get("created_at").map_err(map_err)?,
         updated_at: row.try_get("updated_at").map_err(map_err)?,
     })
@@ -121,6 +136,7 @@ pub fn delivery(row: &SqliteRow) -> StoreResult<Delivery> {
         },
         last_status_code: status_code(row, "last_status_code")?,
         last_error_kind: error_kind(row, "last_error_kind")?,
+        is_test: row.try_get("is_test").map_err(map_err)?,
         created_at: row.try_get("created_at").map_err(map_err)?,
         updated_at: row.try_get("updated_at").map_err(map_err)?,
     })

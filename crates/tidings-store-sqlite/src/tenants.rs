@@ -151,13 +151,16 @@ fn spec_json(webhook: &Webhook) -> StoreResult<String> {
 
 pub async fn create_webhook(pool: &SqlitePool, webhook: &Webhook) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO webhooks (id, workspace_id, spec, secret, state, disabled_reason, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO webhooks (id, workspace_id, spec, secret, previous_secret, previous_secret_until, state,
+                               disabled_reason, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&webhook.id)
     .bind(&webhook.workspace_id)
     .bind(spec_json(webhook)?)
     .bind(&webhook.secret)
+    .bind(webhook.previous_secret.as_ref().map(|(s, _)| s))
+    .bind(webhook.previous_secret.as_ref().map(|(_, until)| *until))
     .bind(webhook.state.as_str())
     .bind(&webhook.disabled_reason)
     .bind(webhook.created_at)
@@ -201,11 +204,14 @@ pub async fn list_webhooks(
 
 pub async fn update_webhook(pool: &SqlitePool, webhook: &Webhook) -> StoreResult<()> {
     let result = sqlx::query(
-        "UPDATE webhooks SET spec = ?, secret = ?, state = ?, disabled_reason = ?, updated_at = ?
+        "UPDATE webhooks SET spec = ?, secret = ?, previous_secret = ?, previous_secret_until = ?, state = ?,
+             disabled_reason = ?, updated_at = ?
          WHERE id = ? AND workspace_id = ?",
     )
     .bind(spec_json(webhook)?)
     .bind(&webhook.secret)
+    .bind(webhook.previous_secret.as_ref().map(|(s, _)| s))
+    .bind(webhook.previous_secret.as_ref().map(|(_, until)| *until))
     .bind(webhook.state.as_str())
     .bind(&webhook.disabled_reason)
     .bind(webhook.updated_at)
@@ -224,5 +230,25 @@ pub async fn delete_webhook(pool: &SqlitePool, workspace_id: &str, id: &str) -> 
         .execute(pool)
         .await
         .map_err(map_err)?;
+    expect_one(result.rows_affected())
+}
+
+pub async fn enable_webhook(
+    pool: &SqlitePool,
+    workspace_id: &str,
+    id: &str,
+    at: UnixMillis,
+) -> StoreResult<()> {
+    let result = sqlx::query(
+        "UPDATE webhooks SET state = 'active', disabled_reason = NULL, failing_since = NULL,
+             failures_since_success = 0, updated_at = ?
+         WHERE id = ? AND workspace_id = ?",
+    )
+    .bind(at)
+    .bind(id)
+    .bind(workspace_id)
+    .execute(pool)
+    .await
+    .map_err(map_err)?;
     expect_one(result.rows_affected())
 }

@@ -18,7 +18,13 @@ const MAX_JOBS_PER_COMMIT: usize = 256;
 enum Job {
     Publish(Vec<NewEvent>, oneshot::Sender<StoreResult<Vec<Published>>>),
     Claim(Claim, oneshot::Sender<StoreResult<Vec<String>>>),
-    Record(String, Vec<Outcome>, oneshot::Sender<StoreResult<()>>),
+    Record(
+        String,
+        Vec<Outcome>,
+        HealthPolicy,
+        oneshot::Sender<StoreResult<()>>,
+    ),
+    TestSend(Box<(NewEvent, Outcome)>, oneshot::Sender<StoreResult<()>>),
 }
 
 enum Reply {
@@ -75,8 +81,19 @@ impl JobSender {
         self.submit(|to| Job::Claim(claim, to)).await
     }
 
-    pub async fn record(&self, node: String, outcomes: Vec<Outcome>) -> StoreResult<()> {
-        self.submit(|to| Job::Record(node, outcomes, to)).await
+    pub async fn record(
+        &self,
+        node: String,
+        outcomes: Vec<Outcome>,
+        policy: HealthPolicy,
+    ) -> StoreResult<()> {
+        self.submit(|to| Job::Record(node, outcomes, policy, to))
+            .await
+    }
+
+    pub async fn test_send(&self, event: NewEvent, outcome: Outcome) -> StoreResult<()> {
+        self.submit(|to| Job::TestSend(Box::new((event, outcome)), to))
+            .await
     }
 }
 
@@ -108,7 +125,7 @@ async fn commit(pool: &SqlitePool, jobs: impl Iterator<Item = Job>) {
                 let reply = match job {
                     Job::Publish(_, to) => Reply::Publish(to, Ok(Vec::new())),
                     Job::Claim(_, to) => Reply::Claim(to, Ok(Vec::new())),
-                    Job::Record(_, _, to) => Reply::Record(to, Ok(())),
+                    Job::Record(_, _, _, to) | Job::TestSend(_, to) => Reply::Record(to, Ok(())),
                 };
                 reply.send(Some(&message));
             }
@@ -126,10 +143,23 @@ async fn commit(pool: &SqlitePool, jobs: impl Iterator<Item = Job>) {
                 to,
                 in_savepoint(&mut tx, |c| Box::pin(dispatch::claim(c, claim))).await,
             ),
-            Job::Record(node, outcomes, to) => Reply::Record(
+            Job::Record(node, outcomes, policy, to) => Reply::Record(
                 to,
-                in_savepoint(&mut tx, |c| Box::pin(dispatch::record(c, node, outcomes))).await,
+                in_savepoint(&mut tx, |c| {
+                    Box::pin(dispatch::record(c, node, outcomes, policy))
+                })
+                .await,
             ),
+            Job::TestSend(send, to) => {
+                let (event, outcome) = *send;
+                Reply::Record(
+                    to,
+                    in_savepoint(&mut tx, |c| {
+                        Box::pin(events::insert_test_send(c, event, outcome))
+                    })
+                    .await,
+                )
+            }
         };
         replies.push(reply);
     }

@@ -60,7 +60,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list_webhooks(&self, workspace_id: &str, page: &Page) -> StoreResult<Vec<Webhook>>;
     /// Every webhook of a workspace, for fan-out.
     async fn workspace_webhooks(&self, workspace_id: &str) -> StoreResult<Vec<Webhook>>;
+    /// Saves a webhook's settings, secrets and state (not its health, which the dispatcher keeps).
     async fn update_webhook(&self, webhook: &Webhook) -> StoreResult<()>;
+    /// Turns a webhook back on: state active, no disabled reason, health counters reset.
+    async fn enable_webhook(&self, workspace_id: &str, id: &str, at: UnixMillis)
+    -> StoreResult<()>;
     async fn delete_webhook(&self, workspace_id: &str, id: &str) -> StoreResult<()>;
 
     /// Makes events and all their deliveries durable in one commit. An event whose idempotency key
@@ -74,8 +78,16 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_due(&self, claim: &Claim) -> StoreResult<Vec<ClaimedDelivery>>;
     /// Gives back claimed deliveries unattempted, due again at once.
     async fn release(&self, node: &str, delivery_ids: &[String]) -> StoreResult<()>;
-    /// Records finished attempts and their deliveries' new state, in one commit.
-    async fn record_outcomes(&self, node: &str, outcomes: Vec<Outcome>) -> StoreResult<()>;
+    /// Records finished attempts and their deliveries' new state, in one commit; keeps endpoint
+    /// health, disables webhooks as `policy` says and queues operator notifications.
+    async fn record_outcomes(
+        &self,
+        node: &str,
+        outcomes: Vec<Outcome>,
+        policy: &HealthPolicy,
+    ) -> StoreResult<()>;
+    /// Stores a test send: its event, its delivery (marked as a test, already finished) and attempt.
+    async fn record_test_send(&self, event: NewEvent, outcome: Outcome) -> StoreResult<()>;
     /// Releases every claim (start-up recovery for a backend only one node uses).
     async fn release_all_claims(&self) -> StoreResult<u64>;
     /// When the earliest pending delivery is due, if any.
@@ -96,6 +108,45 @@ pub trait Store: Send + Sync + 'static {
         workspace_id: &str,
         event_id: &str,
     ) -> StoreResult<Vec<Delivery>>;
+
+    /// Queues a finished (or pending) delivery for one more attempt now; `Conflict` while an
+    /// attempt of it is in flight.
+    async fn retry_delivery(
+        &self,
+        workspace_id: &str,
+        id: &str,
+        at: UnixMillis,
+    ) -> StoreResult<Delivery>;
+    /// Queues up to `limit` matching finished deliveries again; returns how many. Callers repeat
+    /// until it returns fewer than `limit`.
+    async fn retrigger(
+        &self,
+        workspace_id: &str,
+        filter: &RetriggerFilter,
+        limit: u32,
+        at: UnixMillis,
+    ) -> StoreResult<u64>;
+    /// The stored figures for a webhook's summary over [since, until).
+    async fn webhook_summary(
+        &self,
+        webhook_id: &str,
+        since: UnixMillis,
+        until: UnixMillis,
+    ) -> StoreResult<SummaryData>;
+
+    /// Deletes up to `limit` deliveries finished before `before` with their attempts, and the
+    /// events no delivery refers to any more; returns how many deliveries went.
+    async fn purge_finished(&self, before: UnixMillis, limit: u32) -> StoreResult<u64>;
+
+    /// Operator notifications due at `now`, each held for `lease_ms`.
+    async fn claim_notifications(
+        &self,
+        now: UnixMillis,
+        limit: u32,
+        lease_ms: i64,
+    ) -> StoreResult<Vec<Notification>>;
+    /// A notification was sent (`None`: delete it) or is to be tried again at the given time.
+    async fn finish_notification(&self, id: &str, retry_at: Option<UnixMillis>) -> StoreResult<()>;
 
     /// Woken whenever new work may be due (a publish committed, a delivery released).
     fn work_signal(&self) -> Arc<tokio::sync::Notify>;

@@ -43,10 +43,59 @@ pub struct Webhook {
     pub workspace_id: String,
     pub spec: WebhookSpec,
     pub secret: String,
+    /// The secret being rotated out, and until when it still signs alongside `secret`.
+    pub previous_secret: Option<(String, UnixMillis)>,
     pub state: WebhookState,
     pub disabled_reason: Option<String>,
+    /// Kept by the dispatcher; ignored by `update_webhook`.
+    pub health: WebhookHealth,
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
+}
+
+impl Webhook {
+    /// The secrets that sign an attempt made at `now`: the current one first.
+    pub fn signing_secrets(&self, now: UnixMillis) -> Vec<&str> {
+        let mut secrets = vec![self.secret.as_str()];
+        if let Some((previous, until)) = &self.previous_secret
+            && *until > now
+        {
+            secrets.push(previous);
+        }
+        secrets
+    }
+}
+
+/// How a webhook's endpoint has been doing (real deliveries only, never test sends).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WebhookHealth {
+    /// The first failed attempt since the last success.
+    pub failing_since: Option<UnixMillis>,
+    pub failures_since_success: u32,
+    pub last_success_at: Option<UnixMillis>,
+    pub last_failure_at: Option<UnixMillis>,
+    pub last_failure_reason: Option<String>,
+}
+
+/// When the dispatcher disables a failing webhook, and whether the operator hears about it.
+#[derive(Debug, Clone)]
+pub struct HealthPolicy {
+    /// A webhook failing for this long without a success is disabled...
+    pub auto_disable_after_ms: i64,
+    /// ...once it has also failed at least this many attempts.
+    pub auto_disable_min_failures: u32,
+    /// Queue operator notifications (webhook disabled, delivery failed).
+    pub notify_operator: bool,
+}
+
+impl Default for HealthPolicy {
+    fn default() -> Self {
+        Self {
+            auto_disable_after_ms: 5 * 24 * 3600 * 1000,
+            auto_disable_min_failures: 10,
+            notify_operator: false,
+        }
+    }
 }
 
 /// The initial state of a delivery made at publish.
@@ -197,6 +246,8 @@ pub struct Delivery {
     pub next_attempt_at: Option<UnixMillis>,
     pub last_status_code: Option<u16>,
     pub last_error_kind: Option<ErrorKind>,
+    /// Made by a test send; never counts towards endpoint health.
+    pub is_test: bool,
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
 }
@@ -205,4 +256,34 @@ pub struct Delivery {
 pub struct Attempt {
     pub number: u32,
     pub record: AttemptRecord,
+}
+
+/// Which deliveries of a webhook a retrigger sends again.
+#[derive(Debug, Clone)]
+pub struct RetriggerFilter {
+    pub webhook_id: String,
+    pub since: UnixMillis,
+    pub until: UnixMillis,
+    /// Finished statuses to send again (never `pending`: those are queued already).
+    pub statuses: Vec<DeliveryStatus>,
+}
+
+/// Stored figures behind a webhook's summary.
+#[derive(Debug, Clone, Default)]
+pub struct SummaryData {
+    /// (status, event type, count) of deliveries created in the period.
+    pub counts: Vec<(DeliveryStatus, String, u64)>,
+    /// (latency bucket, attempts) of attempts made in the period.
+    pub latency: Vec<(usize, u64)>,
+}
+
+/// An operator notification waiting to be sent.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub id: String,
+    pub event_type: String,
+    /// The `data` object of the notification (compact JSON).
+    pub payload: String,
+    pub attempts: u32,
+    pub created_at: UnixMillis,
 }

@@ -22,6 +22,12 @@ pub struct Settings {
     pub per_webhook_concurrency: usize,
     pub max_in_flight: usize,
     pub log_format: String,
+    pub auto_disable_after_s: u64,
+    pub auto_disable_min_failures: u32,
+    pub retention_days: f64,
+    pub retention_interval_s: u64,
+    pub operator_webhook_url: String,
+    pub operator_webhook_secret: String,
 }
 
 impl std::fmt::Debug for Settings {
@@ -41,12 +47,25 @@ impl std::fmt::Debug for Settings {
             .field("per_webhook_concurrency", &self.per_webhook_concurrency)
             .field("max_in_flight", &self.max_in_flight)
             .field("log_format", &self.log_format)
+            .field("auto_disable_after_s", &self.auto_disable_after_s)
+            .field("auto_disable_min_failures", &self.auto_disable_min_failures)
+            .field("retention_days", &self.retention_days)
+            .field("retention_interval_s", &self.retention_interval_s)
+            .field("operator_webhook_url", &self.operator_webhook_url)
+            .field(
+                "operator_webhook_secret",
+                &if self.operator_webhook_secret.is_empty() {
+                    ""
+                } else {
+                    "[redacted]"
+                },
+            )
             .finish()
     }
 }
 
 /// Every setting's name, as read from `TIDINGS_<NAME>` environment variables.
-const SETTING_NAMES: [&str; 9] = [
+const SETTING_NAMES: [&str; 15] = [
     "listen",
     "database_url",
     "sqlite_synchronous_full",
@@ -56,6 +75,12 @@ const SETTING_NAMES: [&str; 9] = [
     "per_webhook_concurrency",
     "max_in_flight",
     "log_format",
+    "auto_disable_after_s",
+    "auto_disable_min_failures",
+    "retention_days",
+    "retention_interval_s",
+    "operator_webhook_url",
+    "operator_webhook_secret",
 ];
 
 /// Values given as flags; only those present override the layers below.
@@ -105,6 +130,29 @@ impl Settings {
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             anyhow::bail!("log_format must be \"text\" or \"json\"");
+        }
+        if !(self.retention_days > 0.0 && self.retention_days <= 36_500.0) {
+            anyhow::bail!("retention_days must be more than 0 and at most 36500");
+        }
+        if self.retention_interval_s == 0 {
+            anyhow::bail!("retention_interval_s must be at least 1");
+        }
+        if self.auto_disable_min_failures == 0 {
+            anyhow::bail!("auto_disable_min_failures must be at least 1");
+        }
+        if !self.operator_webhook_url.is_empty() {
+            // The operator's own endpoint may be internal, so only its form is checked.
+            let any_target = tidings_core::webhook::TargetPolicy {
+                allow_http: true,
+                allow_private: true,
+            };
+            tidings_core::webhook::validate_url(&self.operator_webhook_url, any_target)
+                .map_err(|e| anyhow::anyhow!("operator_webhook_url: {e}"))?;
+            if !self.operator_webhook_secret.starts_with("whsec_") {
+                anyhow::bail!(
+                    "operator_webhook_secret must be set to a whsec_ secret when operator_webhook_url is"
+                );
+            }
         }
         if !self.database_url.starts_with("sqlite:") {
             anyhow::bail!(

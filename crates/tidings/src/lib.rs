@@ -6,10 +6,13 @@ pub mod listen;
 use std::sync::{Arc, OnceLock};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::time::Duration;
 use tidings_core::webhook::TargetPolicy;
+
+use tidings_delivery::maintenance::{self, OperatorEndpoint};
 use tidings_delivery::{Dispatcher, DispatcherConfig};
 use tidings_server::{ApiSettings, AppState};
-use tidings_store::Store;
+use tidings_store::{HealthPolicy, Store};
 use tidings_store_sqlite::{SqliteOptions, SqliteStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +48,9 @@ pub struct Application {
     router: axum::Router,
     dispatcher: Dispatcher,
     store: Arc<SqliteStore>,
+    operator: Option<OperatorEndpoint>,
+    retention: Duration,
+    retention_interval: Duration,
 }
 
 impl Application {
@@ -56,6 +62,26 @@ impl Application {
             allow_http: settings.allow_http_targets,
             allow_private: settings.allow_private_targets,
         };
+        let dispatcher = Dispatcher::new(
+            dyn_store.clone(),
+            DispatcherConfig {
+                node: format!("node-{}", uuid::Uuid::now_v7().simple()),
+                retry_schedule: settings.retry_schedule.clone(),
+                per_webhook_concurrency: settings.per_webhook_concurrency,
+                max_in_flight: settings.max_in_flight,
+                allow_private_targets: settings.allow_private_targets,
+                health: HealthPolicy {
+                    auto_disable_after_ms: i64::try_from(
+                        settings.auto_disable_after_s.saturating_mul(1000),
+                    )
+                    .unwrap_or(i64::MAX),
+                    auto_disable_min_failures: settings.auto_disable_min_failures,
+                    notify_operator: !settings.operator_webhook_url.is_empty(),
+                },
+                ..DispatcherConfig::default()
+            },
+        )
+        .map_err(anyhow::Error::msg)?;
         let state = AppState::new(
             dyn_store.clone(),
             ApiSettings {
@@ -63,20 +89,16 @@ impl Application {
                 ..ApiSettings::default()
             },
             metrics_handle(),
+            dispatcher.clone(),
         );
         let router = tidings_server::router(state);
-        let dispatcher = Dispatcher::new(
-            dyn_store,
-            DispatcherConfig {
-                node: format!("node-{}", uuid::Uuid::now_v7().simple()),
-                retry_schedule: settings.retry_schedule.clone(),
-                per_webhook_concurrency: settings.per_webhook_concurrency,
-                max_in_flight: settings.max_in_flight,
-                allow_private_targets: settings.allow_private_targets,
-                ..DispatcherConfig::default()
-            },
-        )
-        .map_err(anyhow::Error::msg)?;
+        let operator = (!settings.operator_webhook_url.is_empty()).then(|| OperatorEndpoint {
+            url: settings.operator_webhook_url.clone(),
+            secret: settings.operator_webhook_secret.clone(),
+            user_agent: format!("Tidings/{}", env!("CARGO_PKG_VERSION")),
+        });
+        let retention = Duration::from_secs_f64(settings.retention_days * 86_400.0);
+        let retention_interval = Duration::from_secs(settings.retention_interval_s);
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
@@ -85,6 +107,9 @@ impl Application {
             router,
             dispatcher,
             store,
+            operator,
+            retention,
+            retention_interval,
         })
     }
 
@@ -100,6 +125,22 @@ impl Application {
     /// Serves and delivers until `shutdown` is cancelled, then stops accepting requests, lets the
     /// dispatcher finish or give back its attempts, and closes storage.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let store: Arc<dyn Store> = self.store.clone();
+        let mut jobs = vec![tokio::spawn(maintenance::run_retention(
+            store.clone(),
+            self.retention,
+            self.retention_interval,
+            shutdown.clone(),
+        ))];
+        if let Some(endpoint) = self.operator.clone() {
+            let client = self.dispatcher.client().clone();
+            jobs.push(tokio::spawn(maintenance::run_notifier(
+                store,
+                client,
+                endpoint,
+                shutdown.clone(),
+            )));
+        }
         let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.clone()));
         let server_shutdown = shutdown.clone();
         let served = axum::serve(self.listener, self.router)
@@ -108,6 +149,11 @@ impl Application {
         shutdown.cancel();
         if let Err(error) = dispatcher.await {
             tracing::error!(%error, "the dispatcher stopped abnormally");
+        }
+        for job in jobs {
+            if let Err(error) = job.await {
+                tracing::error!(%error, "a background job stopped abnormally");
+            }
         }
         self.store.close().await;
         served.map_err(|e| anyhow::anyhow!("the API server failed: {e}"))

@@ -10,6 +10,7 @@ use tidings_store::{Attempt, Delivery, DeliveryFilter, DeliveryStatus, StoreErro
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::events::{EventView, event_view};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::dto::{ListResponse, PageQuery, parse_time, time};
@@ -20,6 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_deliveries))
         .routes(routes!(get_delivery))
+        .routes(routes!(retry_delivery))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -34,6 +36,8 @@ pub struct DeliveryView {
     next_attempt_at: Option<String>,
     last_status_code: Option<u16>,
     last_error_kind: Option<String>,
+    /// Made by a test send.
+    is_test: bool,
     created_at: String,
     updated_at: String,
 }
@@ -50,6 +54,7 @@ impl From<Delivery> for DeliveryView {
             next_attempt_at: d.next_attempt_at.map(time),
             last_status_code: d.last_status_code,
             last_error_kind: d.last_error_kind.map(|k: ErrorKind| k.as_str().to_owned()),
+            is_test: d.is_test,
             created_at: time(d.created_at),
             updated_at: time(d.updated_at),
         }
@@ -91,6 +96,8 @@ impl From<Attempt> for AttemptView {
 struct DeliveryDetail {
     #[serde(flatten)]
     delivery: DeliveryView,
+    /// The event this delivery carries.
+    event: EventView,
     attempts: Vec<AttemptView>,
 }
 
@@ -171,20 +178,47 @@ async fn get_delivery(
     Path((ws, id)): Path<(String, String)>,
 ) -> ApiResult<Json<DeliveryDetail>> {
     let workspace = super::workspace(&state, &caller, &ws).await?;
-    if !is_id(IdKind::Delivery, &id) {
+    let delivery = load_delivery(&state, &workspace.id, &id).await?;
+    let attempts = state.store.list_attempts(&id).await?;
+    let event = state
+        .store
+        .get_event(&workspace.id, &delivery.event_id)
+        .await?;
+    Ok(Json(DeliveryDetail {
+        event: event_view(event, None),
+        delivery: delivery.into(),
+        attempts: attempts.into_iter().map(AttemptView::from).collect(),
+    }))
+}
+
+async fn load_delivery(state: &AppState, workspace_id: &str, id: &str) -> ApiResult<Delivery> {
+    if !is_id(IdKind::Delivery, id) {
         return Err(ApiError::NotFound("delivery_not_found"));
     }
-    let delivery = state
+    state
         .store
-        .get_delivery(&workspace.id, &id)
+        .get_delivery(workspace_id, id)
         .await
         .map_err(|e| match e {
             StoreError::NotFound => ApiError::NotFound("delivery_not_found"),
             other => other.into(),
-        })?;
-    let attempts = state.store.list_attempts(&id).await?;
-    Ok(Json(DeliveryDetail {
-        delivery: delivery.into(),
-        attempts: attempts.into_iter().map(AttemptView::from).collect(),
-    }))
+        })
+}
+
+/// Send a delivery once more now (same delivery id and `webhook-id`, a new attempt). A delivery of
+/// a paused or disabled webhook waits until the webhook is active again.
+#[utoipa::path(post, path = "/v1/workspaces/{ws}/deliveries/{id}/retry", tag = "deliveries", params(("ws" = String, Path), ("id" = String, Path)),
+    responses((status = 202, body = DeliveryView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn retry_delivery(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((ws, id)): Path<(String, String)>,
+) -> ApiResult<(axum::http::StatusCode, Json<DeliveryView>)> {
+    let workspace = super::workspace(&state, &caller, &ws).await?;
+    load_delivery(&state, &workspace.id, &id).await?;
+    let delivery = state
+        .store
+        .retry_delivery(&workspace.id, &id, tidings_core::now_millis())
+        .await?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(delivery.into())))
 }

@@ -4,6 +4,7 @@ pub mod deliveries;
 pub mod event_types;
 pub mod events;
 pub mod keys;
+pub mod webhook_ops;
 pub mod webhooks;
 pub mod workspaces;
 
@@ -21,6 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(keys::router())
         .merge(event_types::router())
         .merge(webhooks::router())
+        .merge(webhook_ops::router())
         .merge(events::router())
         .merge(deliveries::router())
 }

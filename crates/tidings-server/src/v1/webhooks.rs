@@ -106,6 +106,7 @@ pub struct WebhookView {
     rate_limit_per_s: Option<u32>,
     state: WebhookState,
     disabled_reason: Option<String>,
+    health: HealthView,
     created_at: String,
     updated_at: String,
     /// The signing secret: only in the response that created the webhook.
@@ -113,7 +114,18 @@ pub struct WebhookView {
     secret: Option<String>,
 }
 
-fn view(webhook: Webhook, with_secret: bool) -> WebhookView {
+/// How the endpoint has been doing with real deliveries (test sends do not count).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct HealthView {
+    /// The first failed attempt since the last success; a webhook failing long enough is disabled.
+    failing_since: Option<String>,
+    failures_since_success: u32,
+    last_success_at: Option<String>,
+    last_failure_at: Option<String>,
+    last_failure_reason: Option<String>,
+}
+
+pub fn view(webhook: Webhook, with_secret: bool) -> WebhookView {
     let spec = webhook.spec;
     WebhookView {
         id: webhook.id,
@@ -131,6 +143,13 @@ fn view(webhook: Webhook, with_secret: bool) -> WebhookView {
         rate_limit_per_s: spec.rate_limit_per_s,
         state: webhook.state,
         disabled_reason: webhook.disabled_reason,
+        health: HealthView {
+            failing_since: webhook.health.failing_since.map(time),
+            failures_since_success: webhook.health.failures_since_success,
+            last_success_at: webhook.health.last_success_at.map(time),
+            last_failure_at: webhook.health.last_failure_at.map(time),
+            last_failure_reason: webhook.health.last_failure_reason,
+        },
         created_at: time(webhook.created_at),
         updated_at: time(webhook.updated_at),
         secret: with_secret.then_some(webhook.secret),
@@ -202,6 +221,8 @@ async fn create_webhook(
         workspace_id: workspace.id,
         spec,
         secret: generate_secret(),
+        previous_secret: None,
+        health: Default::default(),
         state: body.state.map(settable).unwrap_or_default(),
         disabled_reason: None,
         created_at: now,
@@ -329,11 +350,11 @@ async fn enable_webhook(
     Path((ws, id)): Path<(String, String)>,
 ) -> ApiResult<Json<WebhookView>> {
     let workspace = super::workspace(&state, &caller, &ws).await?;
-    let mut hook = load(&state, &workspace.id, &id).await?;
-    hook.state = WebhookState::Active;
-    hook.disabled_reason = None;
-    hook.updated_at = tidings_core::now_millis();
-    state.store.update_webhook(&hook).await?;
-    state.fanout.forget(&hook.workspace_id);
-    Ok(Json(view(hook, false)))
+    load(&state, &workspace.id, &id).await?;
+    state
+        .store
+        .enable_webhook(&workspace.id, &id, tidings_core::now_millis())
+        .await?;
+    state.fanout.forget(&workspace.id);
+    Ok(Json(view(load(&state, &workspace.id, &id).await?, false)))
 }
