@@ -10,7 +10,7 @@ use std::time::Duration;
 use tidings_core::webhook::TargetPolicy;
 
 use tidings_delivery::maintenance::{self, OperatorEndpoint};
-use tidings_delivery::{Dispatcher, DispatcherConfig};
+use tidings_delivery::{DeliveryClient, Dispatcher, DispatcherConfig};
 use tidings_server::{ApiSettings, AppState};
 use tidings_store::{HealthPolicy, Store};
 use tidings_store_sqlite::{SqliteOptions, SqliteStore};
@@ -133,7 +133,9 @@ impl Application {
             shutdown.clone(),
         ))];
         if let Some(endpoint) = self.operator.clone() {
-            let client = self.dispatcher.client().clone();
+            // The operator's own endpoint is configuration, not tenant input: it may be internal,
+            // so the address guard for webhook targets does not apply to it.
+            let client = DeliveryClient::new(true).map_err(anyhow::Error::msg)?;
             jobs.push(tokio::spawn(maintenance::run_notifier(
                 store,
                 client,

@@ -6,4 +6,6 @@ mod helpers;
 mod api;
 mod delivery;
 mod durability;
+mod health;
 mod interop;
+mod operations;
