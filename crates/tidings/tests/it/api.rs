@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Receiver, TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{Receiver, TestApp, merged, spawn_app, spawn_app_with, str_of};
 
 /// A public https target; webhooks pointing here are created paused so nothing is ever sent.
 const REMOTE: &str = "https://hooks.example.com/tidings";
@@ -62,13 +62,6 @@ fn assert_invalid(status: StatusCode, body: &Value, field: &str) -> String {
     error["message"].as_str().unwrap_or_default().to_owned()
 }
 
-fn str_of(value: &Value) -> String {
-    value
-        .as_str()
-        .unwrap_or_else(|| panic!("not a string: {value}"))
-        .to_owned()
-}
-
 fn ids(list: &Value) -> Vec<String> {
     list.as_array()
         .unwrap_or_else(|| panic!("not a list: {list}"))
@@ -83,36 +76,22 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 
 /// A paused webhook to `REMOTE` for `types` with `extra` fields merged in.
 fn paused_hook(types: &[&str], extra: Value) -> Value {
-    let mut body = json!({"url": REMOTE, "event_types": types, "state": "paused"});
-    if let (Some(target), Some(more)) = (body.as_object_mut(), extra.as_object()) {
-        target.extend(more.clone());
-    }
-    body
+    merged(
+        json!({"url": REMOTE, "event_types": types, "state": "paused"}),
+        extra,
+    )
 }
 
 async fn create_hook(app: &TestApp, ws: &str, types: &[&str], extra: Value) -> String {
     str_of(&app.create_webhook(ws, paused_hook(types, extra)).await["id"])
 }
 
-/// An operator-made workspace key for `ws`: (key id, token).
-async fn workspace_key(app: &TestApp, ws: &str) -> (String, String) {
-    let (status, body) = app
-        .post(
-            "/v1/keys",
-            json!({"scope": "workspace", "workspace_id": ws}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    (str_of(&body["id"]), str_of(&body["key"]))
-}
-
 /// A publish body for `event_type` using its catalog example, with `extra` top-level attributes.
 async fn example_event(app: &TestApp, event_type: &str, extra: Value) -> Value {
-    let mut body = json!({"type": event_type, "data": app.example(event_type).await});
-    if let (Some(target), Some(more)) = (body.as_object_mut(), extra.as_object()) {
-        target.extend(more.clone());
-    }
-    body
+    merged(
+        json!({"type": event_type, "data": app.example(event_type).await}),
+        extra,
+    )
 }
 
 /// Publishes and returns the ids of the webhooks that got a delivery, cross-checking the publish
@@ -260,7 +239,7 @@ async fn missing_malformed_and_wrong_keys_are_401_with_the_error_shape() {
 async fn revoked_key_is_401() {
     let app = spawn_app().await;
     let ws = app.create_workspace().await;
-    let (id, key) = workspace_key(&app, &ws).await;
+    let (id, key) = app.workspace_key(&ws).await;
     let (status, body) = app
         .request(
             Method::GET,
@@ -305,7 +284,7 @@ async fn workspace_key_acts_on_its_own_workspace() {
     let app = spawn_app().await;
     let ws = app.create_workspace().await;
     let _other = app.create_workspace().await;
-    let (_, key) = workspace_key(&app, &ws).await;
+    let (_, key) = app.workspace_key(&ws).await;
     let as_ws = |method: Method, path: String, body: Option<Value>| {
         let key = key.clone();
         let app = &app;
@@ -369,7 +348,7 @@ async fn workspace_key_cannot_see_another_workspace() {
     let app = spawn_app().await;
     let mine = app.create_workspace().await;
     let theirs = app.create_workspace().await;
-    let (_, key) = workspace_key(&app, &mine).await;
+    let (_, key) = app.workspace_key(&mine).await;
     let hook = create_hook(&app, &theirs, &["email.sent.v1"], json!({})).await;
     let published = app
         .publish(
@@ -441,7 +420,7 @@ async fn workspace_key_cannot_see_another_workspace() {
 async fn workspace_key_is_forbidden_operator_actions() {
     let app = spawn_app().await;
     let ws = app.create_workspace().await;
-    let (_, key) = workspace_key(&app, &ws).await;
+    let (_, key) = app.workspace_key(&ws).await;
     let custom = json!({"name": "deal.won.v1", "description": "A deal is won.", "group": "deal"});
     let actions = [
         (

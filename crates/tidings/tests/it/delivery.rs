@@ -4,85 +4,18 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
-use crate::helpers::{Receiver, Reply, TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Receiver, Reply, free_port, hmac_sha256_hex, spawn_app, spawn_app_with,
+    standard_signature_matches, webhook_body,
+};
 
 const EVENT_TYPE: &str = "email.sent.v1";
 const WAIT: Duration = Duration::from_secs(15);
 
-type HmacSha256 = Hmac<Sha256>;
-
-fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
-    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).expect("any key length");
-    mac.update(message);
-    mac.finalize().into_bytes().to_vec()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A webhook body for `url` subscribed to [`EVENT_TYPE`], with `extra` fields merged in.
-fn webhook_body(url: &str, extra: Value) -> Value {
-    let mut body = json!({ "name": "test hook", "url": url, "event_types": [EVENT_TYPE] });
-    if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
-        body.extend(extra);
-    }
-    body
-}
-
-/// A workspace with one webhook (made from `extra`) pointing at `url`: (workspace id, webhook).
-async fn workspace_with_webhook(app: &TestApp, url: &str, extra: Value) -> (String, Value) {
-    let ws = app.create_workspace().await;
-    let hook = app.create_webhook(&ws, webhook_body(url, extra)).await;
-    (ws, hook)
-}
-
-/// Publishes the catalog example of [`EVENT_TYPE`]; returns (event id, delivery ids, data sent).
-async fn publish_example(app: &TestApp, ws: &str) -> (String, Vec<String>, Value) {
-    let data = app.example(EVENT_TYPE).await;
-    let published = app
-        .publish(ws, json!({ "type": EVENT_TYPE, "data": data }))
-        .await;
-    let deliveries = published["deliveries"]
-        .as_array()
-        .expect("deliveries")
-        .iter()
-        .map(|d| d.as_str().expect("delivery id").to_owned())
-        .collect();
-    (
-        published["id"].as_str().expect("event id").to_owned(),
-        deliveries,
-        data,
-    )
-}
-
-/// Publishes one example event to a workspace with exactly one webhook: (event id, delivery id).
-async fn publish_one(app: &TestApp, ws: &str) -> (String, String) {
-    let (event_id, deliveries, _) = publish_example(app, ws).await;
-    assert_eq!(
-        deliveries.len(),
-        1,
-        "one webhook, one delivery: {deliveries:?}"
-    );
-    (event_id, deliveries[0].clone())
-}
-
 fn attempts(delivery: &Value) -> &Vec<Value> {
     delivery["attempts"].as_array().expect("attempts")
-}
-
-/// A port on 127.0.0.1 that nothing listens on.
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    drop(listener);
-    port
 }
 
 fn unix_now() -> i64 {
@@ -100,12 +33,13 @@ fn unix_now() -> i64 {
 async fn envelope_carries_event_id_type_occurrence_time_and_data() {
     let app = spawn_app().await;
     let receiver = Receiver::start().await;
-    let (ws, _) = workspace_with_webhook(
-        &app,
-        &receiver.url,
-        json!({ "headers": { "X-Api-Key": "s3cret", "X-Tenant": "acme" } }),
-    )
-    .await;
+    let (ws, _) = app
+        .workspace_with_webhook(
+            &receiver.url,
+            &[EVENT_TYPE],
+            json!({ "headers": { "X-Api-Key": "s3cret", "X-Tenant": "acme" } }),
+        )
+        .await;
     let data = app.example(EVENT_TYPE).await;
     let published = app
         .publish(
@@ -152,9 +86,14 @@ async fn envelope_carries_event_id_type_occurrence_time_and_data() {
 async fn data_payload_format_sends_the_bare_data_object() {
     let app = spawn_app().await;
     let receiver = Receiver::start().await;
-    let (ws, _) =
-        workspace_with_webhook(&app, &receiver.url, json!({ "payload_format": "data" })).await;
-    let (_, _, data) = publish_example(&app, &ws).await;
+    let (ws, _) = app
+        .workspace_with_webhook(
+            &receiver.url,
+            &[EVENT_TYPE],
+            json!({ "payload_format": "data" }),
+        )
+        .await;
+    let (_, _, data) = app.publish_example(&ws, EVENT_TYPE).await;
 
     let request = &receiver.wait_for(1, WAIT).await[0];
     assert_eq!(request.json(), data, "the body is the data object itself");
@@ -165,27 +104,21 @@ async fn data_payload_format_sends_the_bare_data_object() {
 // Signatures
 // ---------------------------------------------------------------------------------------------
 
-/// Verifies a Standard Webhooks signature the way a receiver would.
-fn verify_standard(secret: &str, id: &str, timestamp: &str, body: &[u8], header: &str) -> bool {
-    let key = BASE64
-        .decode(secret.strip_prefix("whsec_").expect("whsec_ secret"))
-        .expect("base64 secret");
-    let mut message = format!("{id}.{timestamp}.").into_bytes();
-    message.extend_from_slice(body);
-    let expected = format!("v1,{}", BASE64.encode(hmac_sha256(&key, &message)));
-    header.split(' ').any(|candidate| candidate == expected)
-}
-
 #[tokio::test]
 async fn standard_signature_verifies_and_webhook_id_is_stable_across_retries() {
     let app = spawn_app().await;
     let receiver = Receiver::start().await;
     receiver.script([Reply::status(500)]);
-    let (ws, hook) =
-        workspace_with_webhook(&app, &receiver.url, json!({ "retry_schedule": [1] })).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(
+            &receiver.url,
+            &[EVENT_TYPE],
+            json!({ "retry_schedule": [1] }),
+        )
+        .await;
     let secret = hook["secret"].as_str().expect("secret shown at creation");
     assert!(secret.starts_with("whsec_"), "{secret}");
-    let (event_id, delivery_id) = publish_one(&app, &ws).await;
+    let (event_id, delivery_id) = app.publish_one(&ws, EVENT_TYPE).await;
 
     let requests = receiver.wait_for(2, WAIT).await;
     for request in &requests[..2] {
@@ -206,11 +139,11 @@ async fn standard_signature_verifies_and_webhook_id_is_stable_across_retries() {
             .header("webhook-signature")
             .expect("webhook-signature");
         assert!(
-            verify_standard(secret, &event_id, timestamp, &request.body, signature),
+            standard_signature_matches(secret, &event_id, timestamp, &request.body, signature),
             "signature {signature} verifies"
         );
         assert!(
-            !verify_standard(
+            !standard_signature_matches(
                 secret,
                 &event_id,
                 timestamp,
@@ -248,24 +181,22 @@ async fn hmac_sha256_signs_the_raw_body_with_the_secret_string_in_default_and_cu
     let custom_receiver = Receiver::start().await;
     let ws = app.create_workspace().await;
     let default_hook = app
-        .create_webhook(
+        .add_webhook(
             &ws,
-            webhook_body(
-                &default_receiver.url,
-                json!({ "signing": { "scheme": "hmac-sha256" } }),
-            ),
+            &default_receiver.url,
+            &[EVENT_TYPE],
+            json!({ "signing": { "scheme": "hmac-sha256" } }),
         )
         .await;
     let custom_hook = app
-        .create_webhook(
+        .add_webhook(
             &ws,
-            webhook_body(
-                &custom_receiver.url,
-                json!({ "signing": { "scheme": "hmac-sha256", "header": "X-Signature" } }),
-            ),
+            &custom_receiver.url,
+            &[EVENT_TYPE],
+            json!({ "signing": { "scheme": "hmac-sha256", "header": "X-Signature" } }),
         )
         .await;
-    let (event_id, deliveries, _) = publish_example(&app, &ws).await;
+    let (event_id, deliveries, _) = app.publish_example(&ws, EVENT_TYPE).await;
     assert_eq!(deliveries.len(), 2);
 
     for (receiver, hook, header) in [
@@ -276,7 +207,7 @@ async fn hmac_sha256_signs_the_raw_body_with_the_secret_string_in_default_and_cu
         let secret = hook["secret"].as_str().expect("secret");
         let expected = format!(
             "sha256={}",
-            hex(&hmac_sha256(secret.as_bytes(), &request.body))
+            hmac_sha256_hex(secret.as_bytes(), &request.body)
         );
         assert_eq!(
             request.header(header),
@@ -305,9 +236,14 @@ async fn hmac_sha256_signs_the_raw_body_with_the_secret_string_in_default_and_cu
 async fn success_response_is_delivered_after_one_attempt() {
     let app = spawn_app().await;
     let receiver = Receiver::answering(Reply::status(204)).await;
-    let (ws, _) =
-        workspace_with_webhook(&app, &receiver.url, json!({ "retry_schedule": [1] })).await;
-    let (_, delivery_id) = publish_one(&app, &ws).await;
+    let (ws, _) = app
+        .workspace_with_webhook(
+            &receiver.url,
+            &[EVENT_TYPE],
+            json!({ "retry_schedule": [1] }),
+        )
+        .await;
+    let (_, delivery_id) = app.publish_one(&ws, EVENT_TYPE).await;
 
     let delivery = app
         .wait_for_status(&ws, &delivery_id, "delivered", WAIT)
@@ -324,9 +260,14 @@ async fn server_error_is_retried_then_delivered() {
     let app = spawn_app().await;
     let receiver = Receiver::start().await;
     receiver.script([Reply::status(500)]);
-    let (ws, _) =
-        workspace_with_webhook(&app, &receiver.url, json!({ "retry_schedule": [1, 1] })).await;
-    let (_, delivery_id) = publish_one(&app, &ws).await;
+    let (ws, _) = app
+        .workspace_with_webhook(
+            &receiver.url,
+            &[EVENT_TYPE],
+            json!({ "retry_schedule": [1, 1] }),
+        )
+        .await;
+    let (_, delivery_id) = app.publish_one(&ws, EVENT_TYPE).await;
 
     let delivery = app
         .wait_for_status(&ws, &delivery_id, "delivered", WAIT)
@@ -343,9 +284,14 @@ async fn server_error_is_retried_then_delivered() {
 async fn other_client_error_fails_without_retry() {
     let app = spawn_app().await;
     let receiver = Receiver::answering(Reply::status(404)).await;
-    let (ws, _) =
-        workspace_with_webhook(&app, &receiver.url, json!({ "retry_schedule": [1, 1] })).await;
-    let (_, delivery_id) = publish_one(&app, &ws).await;
+    let (ws, _) = app
+        .workspace_with_webhook(
+            &receiver.url,
+            &[EVENT_TYPE],
+            json!({ "retry_schedule": [1, 1] }),
+        )
+        .await;
+    let (_, delivery_id) = app.publish_one(&ws, EVENT_TYPE).await;
 
     let delivery = app.wait_for_status(&ws, &delivery_id, "failed", WAIT).await;
     assert_eq!(attempts(&delivery).len(), 1);
@@ -362,10 +308,15 @@ async fn other_client_error_fails_without_retry() {
 async fn gone_fails_the_delivery_disables_the_webhook_and_skips_later_events() {
     let app = spawn_app().await;
     let receiver = Receiver::answering(Reply::status(410)).await;
-    let (ws, hook) =
-        workspace_with_webhook(&app, &receiver.url, json!({ "retry_schedule": [1, 1] })).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(
+            &receiver.url,
+            &[EVENT_TYPE],
+            json!({ "retry_schedule": [1, 1] }),
+        )
+        .await;
     let hook_id = hook["id"].as_str().expect("id");
-    let (_, delivery_id) = publish_one(&app, &ws).await;
+    let (_, delivery_id) = app.publish_one(&ws, EVENT_TYPE).await;
 
     let delivery = app.wait_for_status(&ws, &delivery_id, "failed", WAIT).await;
     assert_eq!(attempts(&delivery).len(), 1);
@@ -378,7 +329,7 @@ async fn gone_fails_the_delivery_disables_the_webhook_and_skips_later_events() {
     assert_eq!(webhook["disabled_reason"], "gone");
 
     // Published right after the webhook was disabled: kept, recorded as skipped, never sent.
-    let (_, later) = publish_one(&app, &ws).await;
+    let (_, later) = app.publish_one(&ws, EVENT_TYPE).await;
     let later = app
         .wait_for_status(&ws, &later, "skipped", Duration::from_secs(5))
         .await;
@@ -398,9 +349,14 @@ async fn redirect_is_not_followed_and_is_retried() {
     let elsewhere = Receiver::start().await;
     let receiver = Receiver::start().await;
     receiver.script([Reply::status(302).with_header("location", &elsewhere.url)]);
-    let (ws, _) =
-        workspace_with_webhook(&app, &receiver.url, json!({ "retry_schedule": [1] })).await;
-    let (_, delivery_id) = publish_one(&app, &ws).await;
+    let (ws, _) = app
+        .workspace_with_webhook(
+            &receiver.url,
+            &[EVENT_TYPE],
+            json!({ "retry_schedule": [1] }),
+        )
+        .await;
+    let (_, delivery_id) = app.publish_one(&ws, EVENT_TYPE).await;
 
     let delivery = app
         .wait_for_status(&ws, &delivery_id, "delivered", WAIT)
@@ -422,9 +378,14 @@ async fn retry_after_postpones_the_retry() {
     let receiver = Receiver::start().await;
     receiver.script([Reply::status(429).with_header("retry-after", "2")]);
     // The schedule alone would retry after about 1 s.
-    let (ws, _) =
-        workspace_with_webhook(&app, &receiver.url, json!({ "retry_schedule": [1] })).await;
-    let (_, delivery_id) = publish_one(&app, &ws).await;
+    let (ws, _) = app
+        .workspace_with_webhook(
+            &receiver.url,
+            &[EVENT_TYPE],
+            json!({ "retry_schedule": [1] }),
+        )
+        .await;
+    let (_, delivery_id) = app.publish_one(&ws, EVENT_TYPE).await;
 
     let requests = receiver.wait_for(2, WAIT).await;
     let gap = requests[1].at - requests[0].at;
@@ -444,13 +405,14 @@ async fn slow_receiver_times_out_and_is_retried() {
     let app = spawn_app().await;
     let receiver = Receiver::start().await;
     receiver.script([Reply::status(200).after(Duration::from_secs(5))]);
-    let (ws, _) = workspace_with_webhook(
-        &app,
-        &receiver.url,
-        json!({ "timeout_ms": 1000, "retry_schedule": [1] }),
-    )
-    .await;
-    let (_, delivery_id) = publish_one(&app, &ws).await;
+    let (ws, _) = app
+        .workspace_with_webhook(
+            &receiver.url,
+            &[EVENT_TYPE],
+            json!({ "timeout_ms": 1000, "retry_schedule": [1] }),
+        )
+        .await;
+    let (_, delivery_id) = app.publish_one(&ws, EVENT_TYPE).await;
 
     let delivery = app
         .wait_for_status(&ws, &delivery_id, "delivered", WAIT)
@@ -465,9 +427,11 @@ async fn slow_receiver_times_out_and_is_retried() {
 #[tokio::test]
 async fn connection_refused_is_a_connect_error_and_is_retried() {
     let app = spawn_app().await;
-    let url = format!("http://127.0.0.1:{}/hook", closed_port());
-    let (ws, _) = workspace_with_webhook(&app, &url, json!({ "retry_schedule": [1] })).await;
-    let (_, delivery_id) = publish_one(&app, &ws).await;
+    let url = format!("http://127.0.0.1:{}/hook", free_port());
+    let (ws, _) = app
+        .workspace_with_webhook(&url, &[EVENT_TYPE], json!({ "retry_schedule": [1] }))
+        .await;
+    let (_, delivery_id) = app.publish_one(&ws, EVENT_TYPE).await;
 
     let delivery = app.wait_for_status(&ws, &delivery_id, "failed", WAIT).await;
     let attempts = attempts(&delivery);
@@ -487,9 +451,14 @@ async fn connection_refused_is_a_connect_error_and_is_retried() {
 async fn exhausted_retry_schedule_fails_the_delivery() {
     let app = spawn_app().await;
     let receiver = Receiver::answering(Reply::status(503)).await;
-    let (ws, _) =
-        workspace_with_webhook(&app, &receiver.url, json!({ "retry_schedule": [1, 1] })).await;
-    let (_, delivery_id) = publish_one(&app, &ws).await;
+    let (ws, _) = app
+        .workspace_with_webhook(
+            &receiver.url,
+            &[EVENT_TYPE],
+            json!({ "retry_schedule": [1, 1] }),
+        )
+        .await;
+    let (_, delivery_id) = app.publish_one(&ws, EVENT_TYPE).await;
 
     let delivery = app.wait_for_status(&ws, &delivery_id, "failed", WAIT).await;
     assert_eq!(
@@ -512,8 +481,10 @@ async fn exhausted_retry_schedule_fails_the_delivery() {
 async fn server_wide_retry_schedule_applies_to_webhooks_without_their_own() {
     let app = spawn_app_with(|settings| settings.retry_schedule = vec![1]).await;
     let receiver = Receiver::answering(Reply::status(500)).await;
-    let (ws, _) = workspace_with_webhook(&app, &receiver.url, json!({})).await;
-    let (_, delivery_id) = publish_one(&app, &ws).await;
+    let (ws, _) = app
+        .workspace_with_webhook(&receiver.url, &[EVENT_TYPE], json!({}))
+        .await;
+    let (_, delivery_id) = app.publish_one(&ws, EVENT_TYPE).await;
 
     let delivery = app.wait_for_status(&ws, &delivery_id, "failed", WAIT).await;
     assert_eq!(
@@ -536,13 +507,14 @@ async fn attempt_log_keeps_a_capped_excerpt_response_headers_and_redacted_reques
             .with_body(big.clone()),
     )
     .await;
-    let (ws, _) = workspace_with_webhook(
-        &app,
-        &receiver.url,
-        json!({ "headers": { "X-Api-Key": "s3cret" } }),
-    )
-    .await;
-    let (_, delivery_id) = publish_one(&app, &ws).await;
+    let (ws, _) = app
+        .workspace_with_webhook(
+            &receiver.url,
+            &[EVENT_TYPE],
+            json!({ "headers": { "X-Api-Key": "s3cret" } }),
+        )
+        .await;
+    let (_, delivery_id) = app.publish_one(&ws, EVENT_TYPE).await;
 
     let delivery = app
         .wait_for_status(&ws, &delivery_id, "delivered", WAIT)
@@ -649,7 +621,7 @@ async fn host_name_resolving_to_a_blocked_address_is_refused_at_delivery() {
             let (status, body) = app
                 .post(
                     &format!("/v1/workspaces/{ws}/webhooks"),
-                    webhook_body(url, json!({})),
+                    webhook_body(url, &[EVENT_TYPE], json!({})),
                 )
                 .await;
             assert_eq!(status, 422, "{url}: {body}");
@@ -662,8 +634,10 @@ async fn host_name_resolving_to_a_blocked_address_is_refused_at_delivery() {
     // Control: where private targets are allowed, a loopback name does reach the receiver, so it is
     // the guard (not the name) that stops the delivery below.
     let open = spawn_app().await;
-    let (open_ws, _) = workspace_with_webhook(&open, &url, json!({})).await;
-    let (_, control) = publish_one(&open, &open_ws).await;
+    let (open_ws, _) = open
+        .workspace_with_webhook(&url, &[EVENT_TYPE], json!({}))
+        .await;
+    let (_, control) = open.publish_one(&open_ws, EVENT_TYPE).await;
     let control = open
         .wait_for_delivery(&open_ws, &control, WAIT, |d| d["status"] != "pending")
         .await;
@@ -677,8 +651,10 @@ async fn host_name_resolving_to_a_blocked_address_is_refused_at_delivery() {
     let seen_before = receiver.requests().len();
 
     let guarded = spawn_app_with(|s| s.allow_private_targets = false).await;
-    let (ws, _) = workspace_with_webhook(&guarded, &url, json!({ "retry_schedule": [1, 1] })).await;
-    let (_, delivery_id) = publish_one(&guarded, &ws).await;
+    let (ws, _) = guarded
+        .workspace_with_webhook(&url, &[EVENT_TYPE], json!({ "retry_schedule": [1, 1] }))
+        .await;
+    let (_, delivery_id) = guarded.publish_one(&ws, EVENT_TYPE).await;
     let delivery = guarded
         .wait_for_status(&ws, &delivery_id, "failed", WAIT)
         .await;
@@ -711,12 +687,13 @@ async fn private_literal_target_stored_before_a_policy_change_is_refused_at_deli
 
     let first_url = database_url.clone();
     let permissive = spawn_app_with(move |s| s.database_url = first_url).await;
-    let (ws, _) = workspace_with_webhook(
-        &permissive,
-        &receiver.url,
-        json!({ "retry_schedule": [1, 1] }),
-    )
-    .await;
+    let (ws, _) = permissive
+        .workspace_with_webhook(
+            &receiver.url,
+            &[EVENT_TYPE],
+            json!({ "retry_schedule": [1, 1] }),
+        )
+        .await;
     permissive.stop().await;
 
     let guarded = spawn_app_with(move |s| {
@@ -724,7 +701,7 @@ async fn private_literal_target_stored_before_a_policy_change_is_refused_at_deli
         s.allow_private_targets = false;
     })
     .await;
-    let (_, delivery_id) = publish_one(&guarded, &ws).await;
+    let (_, delivery_id) = guarded.publish_one(&ws, EVENT_TYPE).await;
     let delivery = guarded
         .wait_for_status(&ws, &delivery_id, "failed", WAIT)
         .await;
@@ -752,21 +729,19 @@ async fn slow_webhook_does_not_hold_back_a_healthy_one() {
     let fast = Receiver::start().await;
     let ws = app.create_workspace().await;
     let slow_hook = app
-        .create_webhook(
+        .add_webhook(
             &ws,
-            webhook_body(
-                &slow.url,
-                json!({ "timeout_ms": 1000, "filters": { "campaign_ids": ["slow"] } }),
-            ),
+            &slow.url,
+            &[EVENT_TYPE],
+            json!({ "timeout_ms": 1000, "filters": { "campaign_ids": ["slow"] } }),
         )
         .await;
     let fast_hook = app
-        .create_webhook(
+        .add_webhook(
             &ws,
-            webhook_body(
-                &fast.url,
-                json!({ "filters": { "campaign_ids": ["fast"] } }),
-            ),
+            &fast.url,
+            &[EVENT_TYPE],
+            json!({ "filters": { "campaign_ids": ["fast"] } }),
         )
         .await;
     let slow_id = slow_hook["id"].as_str().expect("id");
@@ -822,8 +797,13 @@ async fn slow_webhook_does_not_hold_back_a_healthy_one() {
 async fn rate_limit_spaces_out_deliveries() {
     let app = spawn_app().await;
     let receiver = Receiver::start().await;
-    let (ws, _) =
-        workspace_with_webhook(&app, &receiver.url, json!({ "rate_limit_per_s": 2 })).await;
+    let (ws, _) = app
+        .workspace_with_webhook(
+            &receiver.url,
+            &[EVENT_TYPE],
+            json!({ "rate_limit_per_s": 2 }),
+        )
+        .await;
     let data = app.example(EVENT_TYPE).await;
     let events: Vec<Value> = (0..6)
         .map(|_| json!({ "type": EVENT_TYPE, "data": data }))

@@ -11,15 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Receiver, Reply};
+use crate::helpers::{Receiver, Reply, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tidings");
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
-}
 
 fn database_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("tidings.db").display())

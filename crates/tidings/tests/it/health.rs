@@ -6,108 +6,24 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use tidings::config::{FlagOverrides, Settings};
 
-use crate::helpers::{Received, Receiver, Reply, TestApp, spawn_app_with};
+use crate::helpers::{
+    Received, Receiver, Reply, TestApp, spawn_app_with, standard_signature_verifies, str_of,
+};
 
 const EVENT_TYPE: &str = "email.sent.v1";
 const WAIT: Duration = Duration::from_secs(15);
 
-type HmacSha256 = Hmac<Sha256>;
-
-/// A webhook body for `url` subscribed to [`EVENT_TYPE`], with `extra` fields merged in.
-fn webhook_body(url: &str, extra: Value) -> Value {
-    let mut body = json!({ "name": "health hook", "url": url, "event_types": [EVENT_TYPE] });
-    if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
-        body.extend(extra);
-    }
-    body
-}
-
-/// A workspace with one webhook (made from `extra`) pointing at `url`: (workspace id, webhook id).
-async fn workspace_with_webhook(app: &TestApp, url: &str, extra: Value) -> (String, String) {
-    let ws = app.create_workspace().await;
-    let hook = app.create_webhook(&ws, webhook_body(url, extra)).await;
-    (ws, hook["id"].as_str().expect("webhook id").to_owned())
-}
-
-/// Publishes the catalog example of [`EVENT_TYPE`] to a workspace with one webhook:
-/// (event id, delivery id).
-async fn publish_one(app: &TestApp, ws: &str) -> (String, String) {
-    let data = app.example(EVENT_TYPE).await;
-    let published = app
-        .publish(ws, json!({ "type": EVENT_TYPE, "data": data }))
-        .await;
-    let deliveries = published["deliveries"].as_array().expect("deliveries");
-    assert_eq!(
-        deliveries.len(),
-        1,
-        "one webhook, one delivery: {published}"
-    );
-    (
-        published["id"].as_str().expect("event id").to_owned(),
-        deliveries[0].as_str().expect("delivery id").to_owned(),
-    )
-}
-
-async fn webhook(app: &TestApp, ws: &str, id: &str) -> Value {
-    let (status, body) = app.get(&format!("/v1/workspaces/{ws}/webhooks/{id}")).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
-}
-
-/// Polls a webhook until `done` holds for it.
-async fn wait_for_webhook(
-    app: &TestApp,
-    ws: &str,
-    id: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let hook = webhook(app, ws, id).await;
-        if done(&hook) {
-            return hook;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "webhook never reached the expected state: {hook:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 /// Publishes one event that the receiver fails permanently and waits until it is failed.
 async fn publish_and_fail(app: &TestApp, ws: &str) {
-    let (_, delivery) = publish_one(app, ws).await;
+    let (_, delivery) = app.publish_one(ws, EVENT_TYPE).await;
     app.wait_for_status(ws, &delivery, "failed", WAIT).await;
 }
 
 fn attempt_count(delivery: &Value) -> usize {
     delivery["attempts"].as_array().expect("attempts").len()
-}
-
-/// Verifies a Standard Webhooks signature the way a receiver would.
-fn verify_standard(secret: &str, request: &Received) -> bool {
-    let key = BASE64
-        .decode(secret.strip_prefix("whsec_").expect("whsec_ secret"))
-        .expect("base64 secret");
-    let id = request.header("webhook-id").expect("webhook-id");
-    let timestamp = request
-        .header("webhook-timestamp")
-        .expect("webhook-timestamp");
-    let header = request
-        .header("webhook-signature")
-        .expect("webhook-signature");
-    let mut message = format!("{id}.{timestamp}.").into_bytes();
-    message.extend_from_slice(&request.body);
-    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&key).expect("any key length");
-    mac.update(&message);
-    let expected = format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()));
-    header.split(' ').any(|candidate| candidate == expected)
 }
 
 fn operator_secret() -> String {
@@ -126,14 +42,17 @@ async fn webhook_failing_long_enough_with_enough_attempts_is_disabled_but_not_be
     })
     .await;
     let receiver = Receiver::answering(Reply::status(404)).await;
-    let (ws, hook_id) = workspace_with_webhook(&app, &receiver.url, json!({})).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(&receiver.url, &[EVENT_TYPE], json!({}))
+        .await;
+    let hook_id = str_of(&hook["id"]);
 
     for _ in 0..9 {
         publish_and_fail(&app, &ws).await;
     }
     // Failing for longer than auto_disable_after, but with fewer than the minimum attempts.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let hook = webhook(&app, &ws, &hook_id).await;
+    let hook = app.webhook(&ws, &hook_id).await;
     assert_eq!(
         hook["state"], "active",
         "9 failures are not enough: {hook:#}"
@@ -147,7 +66,9 @@ async fn webhook_failing_long_enough_with_enough_attempts_is_disabled_but_not_be
 
     // The tenth failed attempt, more than a second after the first, disables it.
     publish_and_fail(&app, &ws).await;
-    let hook = wait_for_webhook(&app, &ws, &hook_id, |h| h["state"] == "disabled").await;
+    let hook = app
+        .wait_for_webhook(&ws, &hook_id, WAIT, |h| h["state"] == "disabled")
+        .await;
     let reason = hook["disabled_reason"].as_str().expect("a disabled reason");
     assert!(reason.contains("failing"), "reason: {reason}");
     assert_eq!(hook["health"]["failures_since_success"], 10, "{hook:#}");
@@ -161,11 +82,14 @@ async fn enough_failures_within_auto_disable_after_do_not_disable() {
     })
     .await;
     let receiver = Receiver::answering(Reply::status(404)).await;
-    let (ws, hook_id) = workspace_with_webhook(&app, &receiver.url, json!({})).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(&receiver.url, &[EVENT_TYPE], json!({}))
+        .await;
+    let hook_id = str_of(&hook["id"]);
     for _ in 0..4 {
         publish_and_fail(&app, &ws).await;
     }
-    let hook = webhook(&app, &ws, &hook_id).await;
+    let hook = app.webhook(&ws, &hook_id).await;
     assert_eq!(
         hook["state"], "active",
         "not failing for an hour yet: {hook:#}"
@@ -181,11 +105,19 @@ async fn retried_server_errors_count_towards_auto_disable() {
     })
     .await;
     let receiver = Receiver::answering(Reply::status(500)).await;
-    let (ws, hook_id) =
-        workspace_with_webhook(&app, &receiver.url, json!({ "retry_schedule": [1, 1] })).await;
-    let (_, delivery) = publish_one(&app, &ws).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(
+            &receiver.url,
+            &[EVENT_TYPE],
+            json!({ "retry_schedule": [1, 1] }),
+        )
+        .await;
+    let hook_id = str_of(&hook["id"]);
+    let (_, delivery) = app.publish_one(&ws, EVENT_TYPE).await;
     // Three attempts a second apart: the third is at least a second after the first.
-    let hook = wait_for_webhook(&app, &ws, &hook_id, |h| h["state"] == "disabled").await;
+    let hook = app
+        .wait_for_webhook(&ws, &hook_id, WAIT, |h| h["state"] == "disabled")
+        .await;
     assert!(
         hook["disabled_reason"]
             .as_str()
@@ -205,19 +137,22 @@ async fn success_resets_endpoint_health() {
     .await;
     let receiver = Receiver::answering(Reply::status(404)).await;
     receiver.script([Reply::status(404), Reply::status(404), Reply::status(200)]);
-    let (ws, hook_id) = workspace_with_webhook(&app, &receiver.url, json!({})).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(&receiver.url, &[EVENT_TYPE], json!({}))
+        .await;
+    let hook_id = str_of(&hook["id"]);
 
     publish_and_fail(&app, &ws).await;
     publish_and_fail(&app, &ws).await;
-    let hook = webhook(&app, &ws, &hook_id).await;
+    let hook = app.webhook(&ws, &hook_id).await;
     assert_eq!(hook["health"]["failures_since_success"], 2, "{hook:#}");
     assert!(hook["health"]["failing_since"].is_string(), "{hook:#}");
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
-    let (_, delivered) = publish_one(&app, &ws).await;
+    let (_, delivered) = app.publish_one(&ws, EVENT_TYPE).await;
     app.wait_for_status(&ws, &delivered, "delivered", WAIT)
         .await;
-    let hook = webhook(&app, &ws, &hook_id).await;
+    let hook = app.webhook(&ws, &hook_id).await;
     assert_eq!(hook["health"]["failures_since_success"], 0, "{hook:#}");
     assert_eq!(hook["health"]["failing_since"], Value::Null, "{hook:#}");
     assert!(hook["health"]["last_success_at"].is_string(), "{hook:#}");
@@ -225,7 +160,7 @@ async fn success_resets_endpoint_health() {
 
     // Without the reset this would be the third failure of a run older than a second.
     publish_and_fail(&app, &ws).await;
-    let hook = webhook(&app, &ws, &hook_id).await;
+    let hook = app.webhook(&ws, &hook_id).await;
     assert_eq!(hook["state"], "active", "{hook:#}");
     assert_eq!(hook["health"]["failures_since_success"], 1, "{hook:#}");
 }
@@ -239,13 +174,18 @@ async fn disabled_webhook_skips_new_events_and_enable_turns_it_back_on() {
     let app = spawn_app_with(|_| {}).await;
     let receiver = Receiver::start().await;
     receiver.script([Reply::status(410)]);
-    let (ws, hook_id) = workspace_with_webhook(&app, &receiver.url, json!({})).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(&receiver.url, &[EVENT_TYPE], json!({}))
+        .await;
+    let hook_id = str_of(&hook["id"]);
     publish_and_fail(&app, &ws).await;
-    let hook = wait_for_webhook(&app, &ws, &hook_id, |h| h["state"] == "disabled").await;
+    let hook = app
+        .wait_for_webhook(&ws, &hook_id, WAIT, |h| h["state"] == "disabled")
+        .await;
     assert_eq!(hook["disabled_reason"], "gone");
     assert_eq!(hook["health"]["failures_since_success"], 1);
 
-    let (_, skipped) = publish_one(&app, &ws).await;
+    let (_, skipped) = app.publish_one(&ws, EVENT_TYPE).await;
     let delivery = app
         .wait_for_status(&ws, &skipped, "skipped", Duration::from_secs(5))
         .await;
@@ -268,10 +208,10 @@ async fn disabled_webhook_skips_new_events_and_enable_turns_it_back_on() {
     assert_eq!(enabled["disabled_reason"], Value::Null);
     assert_eq!(enabled["health"]["failures_since_success"], 0);
     assert_eq!(enabled["health"]["failing_since"], Value::Null);
-    let hook = webhook(&app, &ws, &hook_id).await;
+    let hook = app.webhook(&ws, &hook_id).await;
     assert_eq!(hook["state"], "active");
 
-    let (event_id, delivery) = publish_one(&app, &ws).await;
+    let (event_id, delivery) = app.publish_one(&ws, EVENT_TYPE).await;
     app.wait_for_status(&ws, &delivery, "delivered", WAIT).await;
     let requests = receiver.requests();
     assert_eq!(requests.last().expect("a request").json()["id"], event_id);
@@ -286,14 +226,17 @@ async fn disabled_webhook_skips_new_events_and_enable_turns_it_back_on() {
 async fn paused_webhook_holds_new_deliveries_and_resuming_sends_them() {
     let app = spawn_app_with(|_| {}).await;
     let receiver = Receiver::start().await;
-    let (ws, hook_id) = workspace_with_webhook(&app, &receiver.url, json!({})).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(&receiver.url, &[EVENT_TYPE], json!({}))
+        .await;
+    let hook_id = str_of(&hook["id"]);
     let path = format!("/v1/workspaces/{ws}/webhooks/{hook_id}");
     let (status, paused) = app.patch(&path, json!({ "state": "paused" })).await;
     assert_eq!(status, StatusCode::OK, "{paused}");
     assert_eq!(paused["state"], "paused");
 
-    let (first_event, first) = publish_one(&app, &ws).await;
-    let (second_event, second) = publish_one(&app, &ws).await;
+    let (first_event, first) = app.publish_one(&ws, EVENT_TYPE).await;
+    let (second_event, second) = app.publish_one(&ws, EVENT_TYPE).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
         receiver.requests().is_empty(),
@@ -326,18 +269,26 @@ async fn gone_skips_the_webhooks_other_waiting_deliveries() {
     let app = spawn_app_with(|_| {}).await;
     let receiver = Receiver::start().await;
     receiver.script([Reply::status(500), Reply::status(410)]);
-    let (ws, hook_id) =
-        workspace_with_webhook(&app, &receiver.url, json!({ "retry_schedule": [60] })).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(
+            &receiver.url,
+            &[EVENT_TYPE],
+            json!({ "retry_schedule": [60] }),
+        )
+        .await;
+    let hook_id = str_of(&hook["id"]);
 
     // The first delivery fails with 500 and waits a minute for its retry.
-    let (_, waiting) = publish_one(&app, &ws).await;
+    let (_, waiting) = app.publish_one(&ws, EVENT_TYPE).await;
     app.wait_for_delivery(&ws, &waiting, WAIT, |d| {
         d["status"] == "pending" && attempt_count(d) == 1
     })
     .await;
     // The second gets 410: the webhook is disabled and the waiting retry is skipped.
     publish_and_fail(&app, &ws).await;
-    let hook = wait_for_webhook(&app, &ws, &hook_id, |h| h["state"] == "disabled").await;
+    let hook = app
+        .wait_for_webhook(&ws, &hook_id, WAIT, |h| h["state"] == "disabled")
+        .await;
     assert_eq!(hook["disabled_reason"], "gone");
     let delivery = app
         .wait_for_status(&ws, &waiting, "skipped", Duration::from_secs(5))
@@ -383,9 +334,12 @@ async fn operator_is_notified_of_failed_deliveries_and_disabled_webhooks_with_si
     .await;
     let receiver = Receiver::answering(Reply::status(410)).await;
     receiver.script([Reply::status(404)]);
-    let (ws, hook_id) = workspace_with_webhook(&app, &receiver.url, json!({})).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(&receiver.url, &[EVENT_TYPE], json!({}))
+        .await;
+    let hook_id = str_of(&hook["id"]);
 
-    let (event_id, delivery_id) = publish_one(&app, &ws).await;
+    let (event_id, delivery_id) = app.publish_one(&ws, EVENT_TYPE).await;
     app.wait_for_status(&ws, &delivery_id, "failed", WAIT).await;
     let failed = wait_for_notification(&operator, "tidings.delivery.failed").await;
     let body = failed.json();
@@ -393,7 +347,11 @@ async fn operator_is_notified_of_failed_deliveries_and_disabled_webhooks_with_si
     assert_eq!(body["data"]["event_id"], event_id);
     assert_eq!(body["data"]["webhook_id"], hook_id);
     assert_eq!(body["data"]["workspace_id"], ws);
-    assert!(verify_standard(&secret, &failed), "{:?}", failed.headers);
+    assert!(
+        standard_signature_verifies(&secret, &failed),
+        "{:?}",
+        failed.headers
+    );
     assert_eq!(failed.header("webhook-id"), body["id"].as_str());
     assert_eq!(failed.header("content-type"), Some("application/json"));
 
@@ -404,12 +362,12 @@ async fn operator_is_notified_of_failed_deliveries_and_disabled_webhooks_with_si
     assert_eq!(body["data"]["workspace_id"], ws);
     assert_eq!(body["data"]["reason"], "gone");
     assert!(
-        verify_standard(&secret, &disabled),
+        standard_signature_verifies(&secret, &disabled),
         "{:?}",
         disabled.headers
     );
     assert!(
-        !verify_standard(&format!("whsec_{}", BASE64.encode([8u8; 32])), &disabled),
+        !standard_signature_verifies(&format!("whsec_{}", BASE64.encode([8u8; 32])), &disabled),
         "another secret does not verify"
     );
     assert_ne!(failed.header("webhook-id"), disabled.header("webhook-id"));
@@ -461,19 +419,24 @@ async fn retention_deletes_finished_deliveries_and_their_events_but_keeps_pendin
     })
     .await;
     let receiver = Receiver::start().await;
-    let (ws, _) = workspace_with_webhook(&app, &receiver.url, json!({})).await;
+    let (ws, _) = app
+        .workspace_with_webhook(&receiver.url, &[EVENT_TYPE], json!({}))
+        .await;
     let failing = Receiver::answering(Reply::status(404)).await;
-    let (failing_ws, _) = workspace_with_webhook(&app, &failing.url, json!({})).await;
-    let (held_ws, _) =
-        workspace_with_webhook(&app, &receiver.url, json!({ "state": "paused" })).await;
+    let (failing_ws, _) = app
+        .workspace_with_webhook(&failing.url, &[EVENT_TYPE], json!({}))
+        .await;
+    let (held_ws, _) = app
+        .workspace_with_webhook(&receiver.url, &[EVENT_TYPE], json!({ "state": "paused" }))
+        .await;
 
-    let (delivered_event, delivered) = publish_one(&app, &ws).await;
+    let (delivered_event, delivered) = app.publish_one(&ws, EVENT_TYPE).await;
     app.wait_for_status(&ws, &delivered, "delivered", WAIT)
         .await;
-    let (failed_event, failed) = publish_one(&app, &failing_ws).await;
+    let (failed_event, failed) = app.publish_one(&failing_ws, EVENT_TYPE).await;
     app.wait_for_status(&failing_ws, &failed, "failed", WAIT)
         .await;
-    let (held_event, held) = publish_one(&app, &held_ws).await;
+    let (held_event, held) = app.publish_one(&held_ws, EVENT_TYPE).await;
 
     let deadline = Instant::now() + WAIT;
     let gone = |ws: String, path: String| {
@@ -511,8 +474,10 @@ async fn retention_deletes_finished_deliveries_and_their_events_but_keeps_pendin
 async fn default_retention_keeps_finished_deliveries() {
     let app = spawn_app_with(|s| s.retention_interval_s = 1).await;
     let receiver = Receiver::start().await;
-    let (ws, _) = workspace_with_webhook(&app, &receiver.url, json!({})).await;
-    let (event_id, delivery) = publish_one(&app, &ws).await;
+    let (ws, _) = app
+        .workspace_with_webhook(&receiver.url, &[EVENT_TYPE], json!({}))
+        .await;
+    let (event_id, delivery) = app.publish_one(&ws, EVENT_TYPE).await;
     app.wait_for_status(&ws, &delivery, "delivered", WAIT).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(app.delivery(&ws, &delivery).await["status"], "delivered");

@@ -1,5 +1,7 @@
 //! Test harness: `spawn_app()` runs Tidings on 127.0.0.1:0 with a fresh database; `Receiver` is a
-//! real HTTP endpoint that records what it gets and answers as told.
+//! real HTTP endpoint that records what it gets and answers as told. Also the small pieces the test
+//! files share: JSON helpers, webhook bodies, publishing the catalog example, workspace keys and
+//! checking signatures the way a receiver would.
 
 #![allow(dead_code)]
 
@@ -10,11 +12,111 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
+use sha2::Sha256;
 use tidings::config::{FlagOverrides, Settings};
 use tidings_store::KeyScope;
 use tokio_util::sync::CancellationToken;
 
+// ---------------------------------------------------------------------------------------------
+// JSON
+// ---------------------------------------------------------------------------------------------
+
+/// The string in `value`; panics naming the value when it is not a string.
+pub fn str_of(value: &Value) -> String {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a string: {value}"))
+        .to_owned()
+}
+
+/// `body` with the fields of `extra` merged in (replacing any of the same name) when both are
+/// objects; otherwise `body` unchanged.
+pub fn merged(mut body: Value, extra: Value) -> Value {
+    if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+        body.extend(extra);
+    }
+    body
+}
+
+/// A webhook body for `url` subscribed to `event_types`, with `extra` fields merged in.
+pub fn webhook_body(url: &str, event_types: &[&str], extra: Value) -> Value {
+    merged(
+        json!({ "name": "test hook", "url": url, "event_types": event_types }),
+        extra,
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signatures, checked the way a receiver would
+// ---------------------------------------------------------------------------------------------
+
+/// HMAC-SHA256 of `message` under `key`.
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
+    mac.update(message);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// HMAC-SHA256 of `body` under `key`, as lowercase hex (the `hmac-sha256` scheme's digest).
+pub fn hmac_sha256_hex(key: &[u8], body: &[u8]) -> String {
+    hmac_sha256(key, body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A fresh random Standard Webhooks secret (`whsec_` and 32 random bytes in base64).
+pub fn random_standard_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("whsec_{}", BASE64.encode(bytes))
+}
+
+/// Whether the Standard Webhooks signature `header` (space-separated `v1,<base64>` candidates)
+/// holds a valid signature of (`id`, `timestamp`, `body`) under the `whsec_` `secret`.
+pub fn standard_signature_matches(
+    secret: &str,
+    id: &str,
+    timestamp: &str,
+    body: &[u8],
+    header: &str,
+) -> bool {
+    let key = BASE64
+        .decode(secret.strip_prefix("whsec_").expect("whsec_ secret"))
+        .expect("base64 secret");
+    let mut message = format!("{id}.{timestamp}.").into_bytes();
+    message.extend_from_slice(body);
+    let expected = format!("v1,{}", BASE64.encode(hmac_sha256(&key, &message)));
+    header.split(' ').any(|candidate| candidate == expected)
+}
+
+/// Whether a received request carries a valid Standard Webhooks signature under `secret`; panics
+/// when a `webhook-id`, `webhook-timestamp` or `webhook-signature` header is missing.
+pub fn standard_signature_verifies(secret: &str, request: &Received) -> bool {
+    let id = request.header("webhook-id").expect("webhook-id");
+    let timestamp = request
+        .header("webhook-timestamp")
+        .expect("webhook-timestamp");
+    let header = request
+        .header("webhook-signature")
+        .expect("webhook-signature");
+    standard_signature_matches(secret, id, timestamp, &request.body, header)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The app under test
+// ---------------------------------------------------------------------------------------------
+
+/// A port on 127.0.0.1 that was free a moment ago, so nothing listens on it.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Sends logs to the test output when `TEST_LOG` is set.
 pub fn init_logs() {
     if std::env::var_os("TEST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
@@ -134,6 +236,13 @@ impl TestApp {
             .await
     }
 
+    /// GETs `path` with the operator key, asserts a 200 and returns the body.
+    pub async fn get_ok(&self, path: &str) -> Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.request(
             reqwest::Method::POST,
@@ -164,6 +273,8 @@ impl TestApp {
         .await
     }
 
+    // -- Workspaces, keys and webhooks ----------------------------------------------------------
+
     pub async fn create_workspace(&self) -> String {
         let (status, body) = self.post("/v1/workspaces", json!({"name": "Acme"})).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -178,6 +289,45 @@ impl TestApp {
         assert_eq!(status, StatusCode::CREATED, "{created}");
         created
     }
+
+    /// Creates a webhook in `ws` for `url` subscribed to `event_types` (see [`webhook_body`]).
+    pub async fn add_webhook(
+        &self,
+        ws: &str,
+        url: &str,
+        event_types: &[&str],
+        extra: Value,
+    ) -> Value {
+        self.create_webhook(ws, webhook_body(url, event_types, extra))
+            .await
+    }
+
+    /// A new workspace with one webhook for `url` subscribed to `event_types`, with `extra`
+    /// fields merged in: (workspace id, webhook as created, secret included).
+    pub async fn workspace_with_webhook(
+        &self,
+        url: &str,
+        event_types: &[&str],
+        extra: Value,
+    ) -> (String, Value) {
+        let ws = self.create_workspace().await;
+        let hook = self.add_webhook(&ws, url, event_types, extra).await;
+        (ws, hook)
+    }
+
+    /// An operator-made workspace key for `ws`: (key id, token).
+    pub async fn workspace_key(&self, ws: &str) -> (String, String) {
+        let (status, body) = self
+            .post(
+                "/v1/keys",
+                json!({"scope": "workspace", "workspace_id": ws}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        (str_of(&body["id"]), str_of(&body["key"]))
+    }
+
+    // -- Events and deliveries -----------------------------------------------------------------
 
     /// The catalog example for an event type.
     pub async fn example(&self, event_type: &str) -> Value {
@@ -195,12 +345,55 @@ impl TestApp {
         published
     }
 
-    pub async fn delivery(&self, ws: &str, id: &str) -> Value {
-        let (status, body) = self
-            .get(&format!("/v1/workspaces/{ws}/deliveries/{id}"))
+    /// Publishes an `event_type` event carrying `data`: (event id, delivery ids).
+    pub async fn publish_data(
+        &self,
+        ws: &str,
+        event_type: &str,
+        data: Value,
+    ) -> (String, Vec<String>) {
+        let published = self
+            .publish(ws, json!({ "type": event_type, "data": data }))
             .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body
+        let deliveries = published["deliveries"]
+            .as_array()
+            .expect("deliveries")
+            .iter()
+            .map(|d| d.as_str().expect("delivery id").to_owned())
+            .collect();
+        (
+            published["id"].as_str().expect("event id").to_owned(),
+            deliveries,
+        )
+    }
+
+    /// Publishes the catalog example of `event_type`: (event id, delivery ids, data sent).
+    pub async fn publish_example(
+        &self,
+        ws: &str,
+        event_type: &str,
+    ) -> (String, Vec<String>, Value) {
+        let data = self.example(event_type).await;
+        let (event_id, deliveries) = self.publish_data(ws, event_type, data.clone()).await;
+        (event_id, deliveries, data)
+    }
+
+    /// Publishes the catalog example of `event_type` to a workspace where exactly one webhook
+    /// takes it: (event id, delivery id).
+    pub async fn publish_one(&self, ws: &str, event_type: &str) -> (String, String) {
+        let (event_id, deliveries, _) = self.publish_example(ws, event_type).await;
+        assert_eq!(
+            deliveries.len(),
+            1,
+            "one webhook, one delivery: {deliveries:?}"
+        );
+        (event_id, deliveries[0].clone())
+    }
+
+    /// A delivery as the API shows it.
+    pub async fn delivery(&self, ws: &str, id: &str) -> Value {
+        self.get_ok(&format!("/v1/workspaces/{ws}/deliveries/{id}"))
+            .await
     }
 
     /// Polls a delivery until `done` holds for it or `timeout` passes.
@@ -211,18 +404,24 @@ impl TestApp {
         timeout: Duration,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let delivery = self.delivery(ws, id).await;
-            if done(&delivery) {
-                return delivery;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "delivery never reached the expected state: {delivery:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        poll_until("delivery", timeout, || self.delivery(ws, id), done).await
+    }
+
+    /// A webhook as the API shows it.
+    pub async fn webhook(&self, ws: &str, id: &str) -> Value {
+        self.get_ok(&format!("/v1/workspaces/{ws}/webhooks/{id}"))
+            .await
+    }
+
+    /// Polls a webhook until `done` holds for it or `timeout` passes.
+    pub async fn wait_for_webhook(
+        &self,
+        ws: &str,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        poll_until("webhook", timeout, || self.webhook(ws, id), done).await
     }
 
     pub async fn wait_for_status(
@@ -236,6 +435,32 @@ impl TestApp {
             .await
     }
 }
+
+/// Fetches with `fetch` every 25 ms until `done` holds for the result; panics naming `what` once
+/// `timeout` has passed.
+async fn poll_until<F: Future<Output = Value>>(
+    what: &str,
+    timeout: Duration,
+    mut fetch: impl FnMut() -> F,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let value = fetch().await;
+        if done(&value) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never reached the expected state: {value:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receivers
+// ---------------------------------------------------------------------------------------------
 
 /// One request a receiver got.
 #[derive(Debug, Clone)]

@@ -9,10 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, random_standard_secret, spawn_app};
 
 const NON_ASCII: &str = "Zoë — 東京";
 
@@ -129,15 +128,6 @@ impl Drop for PythonReceiver {
     }
 }
 
-/// A valid secret that is not the webhook's.
-fn wrong_standard_secret() -> String {
-    let bytes: [u8; 32] = rand::random();
-    format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(bytes)
-    )
-}
-
 /// `email.sent.v1` example data, the `index`-th variant; variant 0 carries non-ASCII text.
 async fn sent_data(app: &TestApp, index: usize) -> Value {
     let mut data = app.example("email.sent.v1").await;
@@ -152,21 +142,6 @@ async fn sent_data(app: &TestApp, index: usize) -> Value {
     data
 }
 
-/// Publishes and returns the event id and its delivery ids.
-async fn publish(app: &TestApp, ws: &str, event_type: &str, data: Value) -> (String, Vec<String>) {
-    let published = app
-        .publish(ws, json!({"type": event_type, "data": data}))
-        .await;
-    let id = published["id"].as_str().expect("event id").to_owned();
-    let deliveries = published["deliveries"]
-        .as_array()
-        .expect("deliveries")
-        .iter()
-        .map(|d| d.as_str().expect("delivery id").to_owned())
-        .collect();
-    (id, deliveries)
-}
-
 /// Publishes `count` `email.sent.v1` events and waits until every delivery of them is delivered with
 /// a 200 (the Python receiver answers 200 only for a valid signature). Returns the event ids.
 async fn publish_and_expect_delivered(
@@ -177,7 +152,9 @@ async fn publish_and_expect_delivered(
 ) -> Vec<String> {
     let mut events = Vec::new();
     for index in 0..count {
-        let (id, deliveries) = publish(app, ws, "email.sent.v1", sent_data(app, index).await).await;
+        let (id, deliveries) = app
+            .publish_data(ws, "email.sent.v1", sent_data(app, index).await)
+            .await;
         assert_eq!(
             deliveries.len(),
             hooks_each,
@@ -205,13 +182,7 @@ async fn publish_and_expect_delivered(
 /// Publishes one `email.opened.v1` event (only the wrong-secret webhook takes it) and checks the
 /// receiver refused it: a 400 is permanent, so the delivery ends `failed` after one attempt.
 async fn expect_wrong_secret_refused(app: &TestApp, ws: &str) -> String {
-    let (id, deliveries) = publish(
-        app,
-        ws,
-        "email.opened.v1",
-        app.example("email.opened.v1").await,
-    )
-    .await;
+    let (id, deliveries, _) = app.publish_example(ws, "email.opened.v1").await;
     assert_eq!(
         deliveries.len(),
         1,
@@ -298,7 +269,7 @@ async fn standard_deliveries_verify_with_the_official_python_library() {
     receiver.set_routes(json!({
         "/standard": {"scheme": "standard", "secret": secret},
         "/default": {"scheme": "standard", "secret": default["secret"]},
-        "/standard-wrong": {"scheme": "standard", "secret": wrong_standard_secret()},
+        "/standard-wrong": {"scheme": "standard", "secret": random_standard_secret()},
     }));
 
     let events = publish_and_expect_delivered(&app, &ws, EVENTS, 2).await;

@@ -9,78 +9,20 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
-use crate::helpers::{Received, Receiver, Reply, TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Received, Receiver, Reply, TestApp, hmac_sha256_hex, random_standard_secret, spawn_app,
+    spawn_app_with, standard_signature_verifies, str_of,
+};
 
 const SENT: &str = "email.sent.v1";
 const OPENED: &str = "email.opened.v1";
 const WAIT: Duration = Duration::from_secs(15);
 /// Long before any delivery a test makes.
 const LONG_AGO: &str = "2000-01-01T00:00:00Z";
-
-fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
-    mac.update(message);
-    mac.finalize().into_bytes().to_vec()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Verifies a Standard Webhooks signature header the way a receiver would.
-fn verify_standard(secret: &str, request: &Received) -> bool {
-    let key = BASE64
-        .decode(secret.strip_prefix("whsec_").expect("whsec_ secret"))
-        .expect("base64 secret");
-    let id = request.header("webhook-id").expect("webhook-id");
-    let timestamp = request
-        .header("webhook-timestamp")
-        .expect("webhook-timestamp");
-    let mut message = format!("{id}.{timestamp}.").into_bytes();
-    message.extend_from_slice(&request.body);
-    let expected = format!("v1,{}", BASE64.encode(hmac_sha256(&key, &message)));
-    request
-        .header("webhook-signature")
-        .expect("webhook-signature")
-        .split(' ')
-        .any(|candidate| candidate == expected)
-}
-
-fn str_of(value: &Value) -> String {
-    value
-        .as_str()
-        .unwrap_or_else(|| panic!("not a string: {value}"))
-        .to_owned()
-}
-
-/// A webhook for `url` subscribed to [`SENT`] and [`OPENED`], with `extra` fields merged in.
-async fn webhook(app: &TestApp, ws: &str, url: &str, extra: Value) -> Value {
-    let mut body = json!({ "name": "ops hook", "url": url, "event_types": [SENT, OPENED] });
-    if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
-        body.extend(extra);
-    }
-    app.create_webhook(ws, body).await
-}
-
-/// Publishes the catalog example of `event_type` to a workspace with one webhook: (event id,
-/// delivery id).
-async fn publish_one(app: &TestApp, ws: &str, event_type: &str) -> (String, String) {
-    let data = app.example(event_type).await;
-    let published = app
-        .publish(ws, json!({ "type": event_type, "data": data }))
-        .await;
-    let deliveries = published["deliveries"].as_array().expect("deliveries");
-    assert_eq!(
-        deliveries.len(),
-        1,
-        "one webhook, one delivery: {published}"
-    );
-    (str_of(&published["id"]), str_of(&deliveries[0]))
-}
+/// What every webhook made here subscribes to.
+const HOOK_TYPES: &[&str] = &[SENT, OPENED];
 
 /// Publishes `count` events and waits until each delivery reached `status`: (event id, delivery).
 async fn publish_until(
@@ -91,7 +33,7 @@ async fn publish_until(
 ) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     for _ in 0..count {
-        let (event, delivery) = publish_one(app, ws, SENT).await;
+        let (event, delivery) = app.publish_one(ws, SENT).await;
         let done = app.wait_for_status(ws, &delivery, status, WAIT).await;
         out.push((event, done));
     }
@@ -113,18 +55,6 @@ fn ids_seen(receiver: &Receiver) -> HashMap<String, usize> {
     seen
 }
 
-/// An operator-made workspace key for `ws`.
-async fn workspace_key(app: &TestApp, ws: &str) -> String {
-    let (status, body) = app
-        .post(
-            "/v1/keys",
-            json!({"scope": "workspace", "workspace_id": ws}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    str_of(&body["key"])
-}
-
 // ---------------------------------------------------------------------------------------------
 // Test sends
 // ---------------------------------------------------------------------------------------------
@@ -133,8 +63,9 @@ async fn workspace_key(app: &TestApp, ws: &str) -> String {
 async fn test_send_signs_the_catalog_example_and_returns_the_attempt() {
     let app = spawn_app().await;
     let receiver = Receiver::answering(Reply::status(200).with_body("thanks, got it")).await;
-    let ws = app.create_workspace().await;
-    let hook = webhook(&app, &ws, &receiver.url, json!({})).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(&receiver.url, HOOK_TYPES, json!({}))
+        .await;
     let secret = str_of(&hook["secret"]);
 
     let (status, result) = app
@@ -160,7 +91,10 @@ async fn test_send_signs_the_catalog_example_and_returns_the_attempt() {
         "the catalog example"
     );
     assert_eq!(request.header("webhook-id"), result["event_id"].as_str());
-    assert!(verify_standard(&secret, request), "the test send is signed");
+    assert!(
+        standard_signature_verifies(&secret, request),
+        "the test send is signed"
+    );
 
     let delivery_id = str_of(&result["delivery_id"]);
     let (status, list) = app
@@ -190,8 +124,9 @@ async fn test_send_signs_the_catalog_example_and_returns_the_attempt() {
 async fn failed_test_send_is_reported_and_never_retried() {
     let app = spawn_app().await;
     let receiver = Receiver::answering(Reply::status(500)).await;
-    let ws = app.create_workspace().await;
-    let hook = webhook(&app, &ws, &receiver.url, json!({"retry_schedule": [1]})).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(&receiver.url, HOOK_TYPES, json!({"retry_schedule": [1]}))
+        .await;
 
     let (status, result) = app
         .post(&hook_path(&ws, &hook, "/test"), json!({"event_type": SENT}))
@@ -217,8 +152,9 @@ async fn failed_test_send_is_reported_and_never_retried() {
 async fn test_send_of_an_unknown_event_type_is_422() {
     let app = spawn_app().await;
     let receiver = Receiver::start().await;
-    let ws = app.create_workspace().await;
-    let hook = webhook(&app, &ws, &receiver.url, json!({})).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(&receiver.url, HOOK_TYPES, json!({}))
+        .await;
     let (status, body) = app
         .post(
             &hook_path(&ws, &hook, "/test"),
@@ -238,9 +174,10 @@ async fn failing_test_sends_never_disable_the_webhook_or_touch_its_health() {
     .await;
     let receiver = Receiver::answering(Reply::status(500)).await;
     let gone = Receiver::answering(Reply::status(410)).await;
-    let ws = app.create_workspace().await;
-    let hook = webhook(&app, &ws, &receiver.url, json!({"retry_schedule": [1]})).await;
-    let gone_hook = webhook(&app, &ws, &gone.url, json!({})).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(&receiver.url, HOOK_TYPES, json!({"retry_schedule": [1]}))
+        .await;
+    let gone_hook = app.add_webhook(&ws, &gone.url, HOOK_TYPES, json!({})).await;
 
     for _ in 0..3 {
         for target in [&hook, &gone_hook] {
@@ -296,9 +233,10 @@ async fn manual_retry_resends_a_failed_delivery_with_the_same_webhook_id() {
     let app = spawn_app().await;
     let receiver = Receiver::start().await;
     receiver.script([Reply::status(404)]);
-    let ws = app.create_workspace().await;
-    webhook(&app, &ws, &receiver.url, json!({})).await;
-    let (event_id, delivery_id) = publish_one(&app, &ws, SENT).await;
+    let (ws, _) = app
+        .workspace_with_webhook(&receiver.url, HOOK_TYPES, json!({}))
+        .await;
+    let (event_id, delivery_id) = app.publish_one(&ws, SENT).await;
     let failed = app.wait_for_status(&ws, &delivery_id, "failed", WAIT).await;
     assert_eq!(failed["attempt_count"], 1, "a 404 is permanent: {failed:#}");
 
@@ -325,9 +263,10 @@ async fn manual_retry_resends_a_failed_delivery_with_the_same_webhook_id() {
 async fn manual_retry_of_an_unknown_or_foreign_delivery_is_404() {
     let app = spawn_app().await;
     let receiver = Receiver::answering(Reply::status(404)).await;
-    let ws = app.create_workspace().await;
-    webhook(&app, &ws, &receiver.url, json!({})).await;
-    let (_, delivery_id) = publish_one(&app, &ws, SENT).await;
+    let (ws, _) = app
+        .workspace_with_webhook(&receiver.url, HOOK_TYPES, json!({}))
+        .await;
+    let (_, delivery_id) = app.publish_one(&ws, SENT).await;
     app.wait_for_status(&ws, &delivery_id, "failed", WAIT).await;
 
     let mut unknown = delivery_id.clone();
@@ -344,7 +283,7 @@ async fn manual_retry_of_an_unknown_or_foreign_delivery_is_404() {
     }
 
     let other = app.create_workspace().await;
-    let other_key = workspace_key(&app, &other).await;
+    let (_, other_key) = app.workspace_key(&other).await;
     for path in [
         format!("/v1/workspaces/{other}/deliveries/{delivery_id}/retry"),
         format!("/v1/workspaces/{ws}/deliveries/{delivery_id}/retry"),
@@ -373,8 +312,9 @@ async fn manual_retry_of_an_unknown_or_foreign_delivery_is_404() {
 async fn retrigger_resends_failed_deliveries_in_the_range_only() {
     let app = spawn_app().await;
     let receiver = Receiver::answering(Reply::status(404)).await;
-    let ws = app.create_workspace().await;
-    let hook = webhook(&app, &ws, &receiver.url, json!({})).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(&receiver.url, HOOK_TYPES, json!({}))
+        .await;
     let before = publish_until(&app, &ws, 2, "failed").await;
     tokio::time::sleep(Duration::from_millis(30)).await;
     let inside = publish_until(&app, &ws, 3, "failed").await;
@@ -420,8 +360,9 @@ async fn retrigger_resends_failed_deliveries_in_the_range_only() {
 async fn retrigger_twice_does_not_send_anything_twice() {
     let app = spawn_app().await;
     let receiver = Receiver::answering(Reply::status(404)).await;
-    let ws = app.create_workspace().await;
-    let hook = webhook(&app, &ws, &receiver.url, json!({})).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(&receiver.url, HOOK_TYPES, json!({}))
+        .await;
     let failed = publish_until(&app, &ws, 3, "failed").await;
     receiver.set_fallback(Reply::status(200));
 
@@ -464,8 +405,9 @@ async fn retrigger_twice_does_not_send_anything_twice() {
 async fn retrigger_rejects_pending_status_and_an_empty_range() {
     let app = spawn_app().await;
     let receiver = Receiver::start().await;
-    let ws = app.create_workspace().await;
-    let hook = webhook(&app, &ws, &receiver.url, json!({})).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(&receiver.url, HOOK_TYPES, json!({}))
+        .await;
     for body in [
         json!({"since": LONG_AGO, "status": "pending"}),
         json!({"since": "2030-01-02T00:00:00Z", "until": "2030-01-01T00:00:00Z"}),
@@ -484,8 +426,9 @@ async fn skipped_deliveries_are_sent_by_retrigger_after_enable() {
     let app = spawn_app().await;
     let receiver = Receiver::start().await;
     receiver.script([Reply::status(410)]);
-    let ws = app.create_workspace().await;
-    let hook = webhook(&app, &ws, &receiver.url, json!({})).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(&receiver.url, HOOK_TYPES, json!({}))
+        .await;
     publish_until(&app, &ws, 1, "failed").await;
     let (_, got) = app.get(&hook_path(&ws, &hook, "")).await;
     assert_eq!(got["state"], "disabled", "a 410 disables: {got:#}");
@@ -520,12 +463,13 @@ async fn skipped_deliveries_are_sent_by_retrigger_after_enable() {
 async fn summary_counts_by_status_and_type_with_latency_and_last_outcomes() {
     let app = spawn_app().await;
     let receiver = Receiver::start().await;
-    let ws = app.create_workspace().await;
-    let hook = webhook(&app, &ws, &receiver.url, json!({})).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(&receiver.url, HOOK_TYPES, json!({}))
+        .await;
     publish_until(&app, &ws, 2, "delivered").await;
     receiver.set_fallback(Reply::status(404));
     publish_until(&app, &ws, 1, "failed").await;
-    let (_, opened) = publish_one(&app, &ws, OPENED).await;
+    let (_, opened) = app.publish_one(&ws, OPENED).await;
     app.wait_for_status(&ws, &opened, "failed", WAIT).await;
 
     let check = |summary: &Value| {
@@ -668,17 +612,13 @@ print(json.dumps(results))
     serde_json::from_slice(&output.stdout).expect("python prints a JSON list")
 }
 
-fn random_secret() -> String {
-    let bytes: [u8; 32] = rand::random();
-    format!("whsec_{}", BASE64.encode(bytes))
-}
-
 #[tokio::test]
 async fn secret_is_readable_and_rotation_signs_with_both_during_the_grace_period() {
     let app = spawn_app().await;
     let receiver = Receiver::start().await;
-    let ws = app.create_workspace().await;
-    let hook = webhook(&app, &ws, &receiver.url, json!({})).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(&receiver.url, HOOK_TYPES, json!({}))
+        .await;
     let old = str_of(&hook["secret"]);
 
     let (status, shown) = app.get(&hook_path(&ws, &hook, "/secret")).await;
@@ -723,7 +663,7 @@ async fn secret_is_readable_and_rotation_signs_with_both_during_the_grace_period
         rotated["key_id"].as_str(),
         "the key id names the new secret"
     );
-    let wrong = random_secret();
+    let wrong = random_standard_secret();
     assert_eq!(
         python_verifies(request, &[&old, &new, &wrong]),
         vec![true, true, false],
@@ -735,8 +675,9 @@ async fn secret_is_readable_and_rotation_signs_with_both_during_the_grace_period
 async fn rotation_without_grace_signs_with_the_new_secret_only() {
     let app = spawn_app().await;
     let receiver = Receiver::start().await;
-    let ws = app.create_workspace().await;
-    let hook = webhook(&app, &ws, &receiver.url, json!({})).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(&receiver.url, HOOK_TYPES, json!({}))
+        .await;
     let old = str_of(&hook["secret"]);
     let (status, rotated) = app
         .post(
@@ -767,14 +708,13 @@ async fn rotation_without_grace_signs_with_the_new_secret_only() {
 async fn rotated_hmac_webhooks_sign_with_the_new_secret() {
     let app = spawn_app().await;
     let receiver = Receiver::start().await;
-    let ws = app.create_workspace().await;
-    let hook = webhook(
-        &app,
-        &ws,
-        &receiver.url,
-        json!({"signing": {"scheme": "hmac-sha256"}}),
-    )
-    .await;
+    let (ws, hook) = app
+        .workspace_with_webhook(
+            &receiver.url,
+            HOOK_TYPES,
+            json!({"signing": {"scheme": "hmac-sha256"}}),
+        )
+        .await;
     let old = str_of(&hook["secret"]);
     let (status, rotated) = app
         .post(
@@ -793,17 +733,11 @@ async fn rotated_hmac_webhooks_sign_with_the_new_secret() {
         .expect("x-tidings-signature");
     assert_eq!(
         header,
-        format!(
-            "sha256={}",
-            hex(&hmac_sha256(new.as_bytes(), &request.body))
-        )
+        format!("sha256={}", hmac_sha256_hex(new.as_bytes(), &request.body))
     );
     assert_ne!(
         header,
-        format!(
-            "sha256={}",
-            hex(&hmac_sha256(old.as_bytes(), &request.body))
-        )
+        format!("sha256={}", hmac_sha256_hex(old.as_bytes(), &request.body))
     );
 }
 
@@ -811,8 +745,9 @@ async fn rotated_hmac_webhooks_sign_with_the_new_secret() {
 async fn grace_period_longer_than_a_week_is_422() {
     let app = spawn_app().await;
     let receiver = Receiver::start().await;
-    let ws = app.create_workspace().await;
-    let hook = webhook(&app, &ws, &receiver.url, json!({})).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(&receiver.url, HOOK_TYPES, json!({}))
+        .await;
     let (status, body) = app
         .post(
             &hook_path(&ws, &hook, "/secret/rotate"),
@@ -832,10 +767,11 @@ async fn grace_period_longer_than_a_week_is_422() {
 async fn event_lists_its_deliveries_and_delivery_detail_shows_event_and_sent_headers() {
     let app = spawn_app().await;
     let receiver = Receiver::start().await;
-    let ws = app.create_workspace().await;
-    let hook = webhook(&app, &ws, &receiver.url, json!({})).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(&receiver.url, HOOK_TYPES, json!({}))
+        .await;
     let secret = str_of(&hook["secret"]);
-    let (event_id, delivery_id) = publish_one(&app, &ws, SENT).await;
+    let (event_id, delivery_id) = app.publish_one(&ws, SENT).await;
     let detail = app
         .wait_for_status(&ws, &delivery_id, "delivered", WAIT)
         .await;
