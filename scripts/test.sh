@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: formatting, lints, unit and integration tests.
+# Runs the whole test suite: formatting, lints, unit and integration tests, then the dashboard's
+# end-to-end tests in headless Chromium (Debian's /usr/bin/chromium; .ci/run installs it).
 # The interoperability tests verify real deliveries with the official Python `standardwebhooks`
 # package, so this script keeps a virtual environment with it in .venv.
 set -euo pipefail
@@ -19,3 +20,11 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+# The dashboard in a real browser against the real binary.
+cargo build -p tidings --locked
+if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
+  echo "error: the dashboard tests need Chromium at /usr/bin/chromium (apt-get install -y chromium)" >&2
+  exit 1
+fi
+(cd e2e && npm ci --no-audit --no-fund --loglevel=error && npm test)

@@ -22,9 +22,21 @@ pub struct Caller {
     pub key_id: String,
     pub scope: KeyScope,
     pub workspace_id: Option<String>,
+    /// Signed in through a portal session (the dashboard link), not an API key.
+    pub portal: bool,
 }
 
 impl Caller {
+    /// A portal session: acts like a workspace key of that workspace.
+    pub fn portal(workspace_id: String) -> Self {
+        Self {
+            key_id: "portal".into(),
+            scope: KeyScope::Workspace,
+            workspace_id: Some(workspace_id),
+            portal: true,
+        }
+    }
+
     /// Allows operator keys everywhere and workspace keys in their own workspace; anything else looks
     /// like a workspace that does not exist.
     pub fn check_workspace(&self, workspace_id: &str) -> ApiResult<()> {
@@ -93,6 +105,7 @@ pub async fn authenticate(store: &dyn Store, token: &str) -> ApiResult<Caller> {
         key_id: key.id,
         scope: key.scope,
         workspace_id: key.workspace_id,
+        portal: false,
     })
 }
 
@@ -112,6 +125,9 @@ impl FromRequestParts<AppState> for Caller {
             .strip_prefix("Bearer ")
             .ok_or(ApiError::Unauthorized)?
             .trim();
+        if crate::portal::is_portal_token(token) {
+            return crate::portal::verify(state, token).await;
+        }
         authenticate(state.store.as_ref(), token).await
     }
 }

@@ -2,10 +2,12 @@
 
 mod auth;
 mod cache;
+mod dashboard;
 mod dto;
 mod error;
 mod extract;
 mod ops;
+mod portal;
 mod types;
 mod v1;
 
@@ -28,6 +30,8 @@ pub struct ApiSettings {
     pub target_policy: TargetPolicy,
     /// How long an idempotency key returns its first result.
     pub idempotency_window_ms: i64,
+    /// The address people reach this server at, for portal links; default: the request's host.
+    pub public_url: Option<String>,
 }
 
 impl Default for ApiSettings {
@@ -35,6 +39,7 @@ impl Default for ApiSettings {
         Self {
             target_policy: TargetPolicy::default(),
             idempotency_window_ms: 24 * 3600 * 1000,
+            public_url: None,
         }
     }
 }
@@ -49,6 +54,7 @@ pub struct AppState {
     pub dispatcher: Dispatcher,
     types: Arc<types::EventTypes>,
     fanout: Arc<v1::events::FanoutCache>,
+    portal_key: Arc<tokio::sync::OnceCell<Vec<u8>>>,
 }
 
 impl AppState {
@@ -65,6 +71,7 @@ impl AppState {
             dispatcher,
             types: Arc::new(types::EventTypes::default()),
             fanout: Arc::new(v1::events::FanoutCache::default()),
+            portal_key: Arc::new(tokio::sync::OnceCell::new()),
         }
     }
 }
@@ -99,6 +106,7 @@ impl utoipa::Modify for BearerAuth {
 pub fn router(state: AppState) -> Router {
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(v1::router())
+        .merge(portal::router())
         .merge(ops::router())
         .split_for_parts();
     let mut openapi = openapi;
@@ -125,6 +133,7 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         // Unknown paths and methods answer in the API's error shape too.
+        .merge(dashboard::router())
         .fallback(|| async { ApiError::NotFound("route_not_found") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {

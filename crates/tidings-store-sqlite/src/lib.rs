@@ -295,6 +295,22 @@ impl Store for SqliteStore {
         ops::finish_notification(&self.writer, id, retry_at).await
     }
 
+    async fn server_value(&self, name: &str, make: Vec<u8>) -> StoreResult<Vec<u8>> {
+        sqlx::query(
+            "INSERT INTO server_settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(make)
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
+        sqlx::query_scalar("SELECT value FROM server_settings WHERE name = ?")
+            .bind(name)
+            .fetch_one(&self.writer)
+            .await
+            .map_err(map_err)
+    }
+
     fn work_signal(&self) -> Arc<Notify> {
         self.work.clone()
     }

@@ -148,6 +148,10 @@ pub trait Store: Send + Sync + 'static {
     /// A notification was sent (`None`: delete it) or is to be tried again at the given time.
     async fn finish_notification(&self, id: &str, retry_at: Option<UnixMillis>) -> StoreResult<()>;
 
+    /// The server-wide value stored under `name`, created from `make` the first time it is asked for
+    /// (every node then reads the same value).
+    async fn server_value(&self, name: &str, make: Vec<u8>) -> StoreResult<Vec<u8>>;
+
     /// Woken whenever new work may be due (a publish committed, a delivery released).
     fn work_signal(&self) -> Arc<tokio::sync::Notify>;
 }

@@ -28,6 +28,7 @@ pub struct Settings {
     pub retention_interval_s: u64,
     pub operator_webhook_url: String,
     pub operator_webhook_secret: String,
+    pub public_url: String,
 }
 
 impl std::fmt::Debug for Settings {
@@ -52,6 +53,7 @@ impl std::fmt::Debug for Settings {
             .field("retention_days", &self.retention_days)
             .field("retention_interval_s", &self.retention_interval_s)
             .field("operator_webhook_url", &self.operator_webhook_url)
+            .field("public_url", &self.public_url)
             .field(
                 "operator_webhook_secret",
                 &if self.operator_webhook_secret.is_empty() {
@@ -65,7 +67,7 @@ impl std::fmt::Debug for Settings {
 }
 
 /// Every setting's name, as read from `TIDINGS_<NAME>` environment variables.
-const SETTING_NAMES: [&str; 15] = [
+const SETTING_NAMES: [&str; 16] = [
     "listen",
     "database_url",
     "sqlite_synchronous_full",
@@ -81,6 +83,7 @@ const SETTING_NAMES: [&str; 15] = [
     "retention_interval_s",
     "operator_webhook_url",
     "operator_webhook_secret",
+    "public_url",
 ];
 
 /// Values given as flags; only those present override the layers below.
@@ -153,6 +156,14 @@ impl Settings {
                     "operator_webhook_secret must be set to a whsec_ secret when operator_webhook_url is"
                 );
             }
+        }
+        if !self.public_url.is_empty() {
+            let any_target = tidings_core::webhook::TargetPolicy {
+                allow_http: true,
+                allow_private: true,
+            };
+            tidings_core::webhook::validate_url(&self.public_url, any_target)
+                .map_err(|e| anyhow::anyhow!("public_url: {e}"))?;
         }
         if !self.database_url.starts_with("sqlite:") {
             anyhow::bail!(

@@ -86,6 +86,7 @@ impl Application {
             dyn_store.clone(),
             ApiSettings {
                 target_policy: policy,
+                public_url: (!settings.public_url.is_empty()).then(|| settings.public_url.clone()),
                 ..ApiSettings::default()
             },
             metrics_handle(),

@@ -251,6 +251,12 @@ async fn publish(
     events: Vec<PublishEvent>,
     batch: bool,
 ) -> ApiResult<Vec<Published>> {
+    if caller.portal {
+        // The dashboard's people manage webhooks; events come from the platform itself.
+        return Err(ApiError::Forbidden(
+            "a portal session cannot publish events".into(),
+        ));
+    }
     let workspace = super::workspace(state, caller, ws).await?;
     let webhooks = state.fanout.webhooks(state, &workspace.id).await?;
     let now = tidings_core::now_millis();

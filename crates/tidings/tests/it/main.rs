@@ -9,3 +9,4 @@ mod durability;
 mod health;
 mod interop;
 mod operations;
+mod portal;
