@@ -68,15 +68,15 @@ pub fn builtin_type(name: &str) -> Option<&'static EventTypeDef> {
 /// Why an event type name or definition was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CatalogError {
-    #[error("event type names are lowercase dotted words ending in a version, like `deal.won.v1`")]
+    #[error("Event type names are lowercase dotted words ending in a version, like `deal.won.v1`")]
     BadName,
     #[error("`{0}` is a built-in event type and cannot be redefined")]
     Builtin(String),
-    #[error("the schema is not a valid JSON Schema: {0}")]
+    #[error("The schema is not a valid JSON Schema: {0}")]
     BadSchema(String),
-    #[error("the example does not match the schema at `{path}`: {message}")]
+    #[error("The example does not match the schema at `{path}`: {message}")]
     BadExample { path: String, message: String },
-    #[error("the group must be 1 to 64 lowercase letters, digits, `_` or `-`")]
+    #[error("The group must be 1 to 64 lowercase letters, digits, `_` or `-`")]
     BadGroup,
 }
 

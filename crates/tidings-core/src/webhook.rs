@@ -167,9 +167,9 @@ fn is_field_value(text: &str) -> bool {
 /// after resolution at delivery time.
 pub fn validate_url(text: &str, policy: TargetPolicy) -> Result<url::Url, InvalidWebhook> {
     let url = url::Url::parse(text)
-        .map_err(|e| invalid("url", format!("the URL is not a valid absolute URL: {e}")))?;
+        .map_err(|e| invalid("url", format!("The URL is not a valid absolute URL: {e}")))?;
     if text.len() > 2048 {
-        return Err(invalid("url", "the URL is longer than 2048 characters"));
+        return Err(invalid("url", "The URL is longer than 2048 characters"));
     }
     match url.scheme() {
         "https" => {}
@@ -177,28 +177,28 @@ pub fn validate_url(text: &str, policy: TargetPolicy) -> Result<url::Url, Invali
         "http" => {
             return Err(invalid(
                 "url",
-                "the URL must use https:// (this server does not allow http:// targets)",
+                "The URL must use https:// (this server does not allow http:// targets)",
             ));
         }
         other => {
             return Err(invalid(
                 "url",
-                format!("the URL scheme `{other}` is not supported; use https://"),
+                format!("The URL scheme `{other}` is not supported; use https://"),
             ));
         }
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(invalid(
             "url",
-            "the URL must not carry credentials; send them in a custom header instead",
+            "The URL must not carry credentials; send them in a custom header instead",
         ));
     }
     if url.fragment().is_some() {
-        return Err(invalid("url", "the URL must not have a #fragment"));
+        return Err(invalid("url", "The URL must not have a #fragment"));
     }
     let host = url
         .host()
-        .ok_or_else(|| invalid("url", "the URL has no host"))?;
+        .ok_or_else(|| invalid("url", "The URL has no host"))?;
     if !policy.allow_private {
         let literal = match host {
             url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
@@ -208,7 +208,7 @@ pub fn validate_url(text: &str, policy: TargetPolicy) -> Result<url::Url, Invali
                 if name == "localhost" || name.ends_with(".localhost") {
                     return Err(invalid(
                         "url",
-                        "the URL points at this machine (localhost), which webhooks may not reach",
+                        "The URL points at this machine (localhost), which webhooks may not reach",
                     ));
                 }
                 None
@@ -218,7 +218,7 @@ pub fn validate_url(text: &str, policy: TargetPolicy) -> Result<url::Url, Invali
             return Err(invalid(
                 "url",
                 format!(
-                    "the URL points at {}, which webhooks may not reach",
+                    "The URL points at {}, which webhooks may not reach",
                     class.describe()
                 ),
             ));
@@ -229,7 +229,7 @@ pub fn validate_url(text: &str, policy: TargetPolicy) -> Result<url::Url, Invali
 
 fn validate_ids(field: &str, ids: &[String]) -> Result<(), InvalidWebhook> {
     if ids.len() > MAX_FILTER_IDS {
-        return Err(invalid(field, format!("at most {MAX_FILTER_IDS} ids")));
+        return Err(invalid(field, format!("Use at most {MAX_FILTER_IDS} ids")));
     }
     if let Some(bad) = ids.iter().find(|id| id.is_empty() || id.len() > 200) {
         return Err(invalid(
@@ -247,22 +247,22 @@ pub fn validate_spec(
     event_type_exists: impl Fn(&str) -> bool,
 ) -> Result<(), InvalidWebhook> {
     if spec.name.chars().count() > 200 {
-        return Err(invalid("name", "the name is longer than 200 characters"));
+        return Err(invalid("name", "The name is longer than 200 characters"));
     }
     if spec.description.chars().count() > 2000 {
         return Err(invalid(
             "description",
-            "the description is longer than 2000 characters",
+            "The description is longer than 2000 characters",
         ));
     }
     validate_url(&spec.url, policy)?;
     if spec.event_types.is_empty() {
-        return Err(invalid("event_types", "choose at least one event type"));
+        return Err(invalid("event_types", "Choose at least one event type"));
     }
     if spec.event_types.len() > MAX_EVENT_TYPES {
         return Err(invalid(
             "event_types",
-            format!("at most {MAX_EVENT_TYPES} event types"),
+            format!("Choose at most {MAX_EVENT_TYPES} event types"),
         ));
     }
     if let Some(unknown) = spec.event_types.iter().find(|t| !event_type_exists(t)) {
@@ -287,7 +287,7 @@ pub fn validate_spec(
         if !is_token(&hmac_header) || hmac_header.len() > 100 {
             return Err(invalid(
                 "signing.header",
-                "the signature header name must be a valid HTTP header name",
+                "The signature header name must be a valid HTTP header name",
             ));
         }
         if RESERVED_HEADERS.contains(&hmac_header.as_str()) && hmac_header != DEFAULT_HMAC_HEADER {
@@ -300,7 +300,7 @@ pub fn validate_spec(
     if spec.headers.len() > MAX_HEADERS {
         return Err(invalid(
             "headers",
-            format!("at most {MAX_HEADERS} custom headers"),
+            format!("Use at most {MAX_HEADERS} custom headers"),
         ));
     }
     for (name, value) in &spec.headers {
@@ -321,7 +321,7 @@ pub fn validate_spec(
             return Err(invalid(
                 "headers",
                 format!(
-                    "the value of `{name}` must be printable text without line breaks or surrounding spaces, at most 4096 bytes"
+                    "The value of `{name}` must be printable text without line breaks or surrounding spaces, at most 4096 bytes"
                 ),
             ));
         }
@@ -329,7 +329,7 @@ pub fn validate_spec(
     if !(MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&spec.timeout_ms) {
         return Err(invalid(
             "timeout_ms",
-            format!("the timeout must be between {MIN_TIMEOUT_MS} and {MAX_TIMEOUT_MS} ms"),
+            format!("The timeout must be between {MIN_TIMEOUT_MS} and {MAX_TIMEOUT_MS} ms"),
         ));
     }
     if let Some(schedule) = &spec.retry_schedule {
@@ -340,7 +340,7 @@ pub fn validate_spec(
     {
         return Err(invalid(
             "rate_limit_per_s",
-            "the rate limit must be between 1 and 10000 per second",
+            "The rate limit must be between 1 and 10000 per second",
         ));
     }
     Ok(())

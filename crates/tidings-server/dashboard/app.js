@@ -215,9 +215,12 @@
       try { payload = JSON.parse(text); } catch (e) { payload = null; }
     }
     if (response.status === 401) {
+      const fromLink = typeof state.token === 'string' && state.token.startsWith('tdp_');
       signOut(state.workspace
         ? 'Your session has ended. Sign in again, or open a new link.'
-        : 'That key was not accepted. Check it and try again, or open a new link.');
+        : fromLink
+          ? 'This dashboard link has expired or is not valid. Ask for a new link, or sign in with a workspace API key.'
+          : 'That key was not accepted. Check it and try again, or open a new link.');
       throw new ApiError(401, 'unauthorized', 'Not signed in.');
     }
     if (!response.ok) {
@@ -1271,7 +1274,8 @@
     const untilId = uid('until');
     const statusId = uid('rstatus');
     const since = h('input', { id: sinceId, type: 'datetime-local', test: 'retrigger-since', 'data-field': 'since', value: toLocalInput(new Date(now.getTime() - 24 * 3600 * 1000)) });
-    const until = h('input', { id: untilId, type: 'datetime-local', test: 'retrigger-until', 'data-field': 'until', value: toLocalInput(new Date(now.getTime() + 60 * 1000)) });
+    // Left empty, the period runs until the moment of sending.
+    const until = h('input', { id: untilId, type: 'datetime-local', test: 'retrigger-until', 'data-field': 'until' });
     const status = h('select', { id: statusId, test: 'retrigger-status', 'data-field': 'status' },
       h('option', { value: 'failed' }, 'Failed'),
       h('option', { value: 'skipped' }, 'Skipped'));
@@ -1282,7 +1286,7 @@
       h('p', { class: 'muted' }, 'Queue failed or skipped deliveries from a period once more, for example after fixing your endpoint.'),
       h('div', { class: 'grid-2' },
         h('div', { class: 'field' }, h('label', { for: sinceId }, 'From'), since, errorSlot('since')),
-        h('div', { class: 'field' }, h('label', { for: untilId }, 'To'), until, errorSlot('until')),
+        h('div', { class: 'field' }, h('label', { for: untilId }, 'To (empty: now)'), until, errorSlot('until')),
         h('div', { class: 'field' }, h('label', { for: statusId }, 'Deliveries that'), status, errorSlot('status'))),
       h('div', { class: 'actions' }, button),
       result);
@@ -1393,16 +1397,17 @@
       });
     }
 
-    // While a delivery on the first page is still pending, refresh quietly so it turns delivered or failed.
+    // Refresh the first page quietly: often while a delivery is still pending (so it turns delivered
+    // or failed), less often otherwise (so new deliveries appear).
     function schedulePoll() {
       stopPolling();
       if (!current(seq) || loaded.length > 50) return;
-      if (!loaded.some((d) => d.status === 'pending')) return;
+      const delay = loaded.some((d) => d.status === 'pending') ? 3000 : 10000;
       pollTimer = window.setTimeout(() => {
         if (!current(seq)) return;
         if (document.hidden || tbody.contains(document.activeElement)) schedulePoll();
         else load(true);
-      }, 3000);
+      }, delay);
     }
 
     filter.addEventListener('change', () => { loaded = []; load(true); });

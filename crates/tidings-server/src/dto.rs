@@ -25,7 +25,7 @@ impl PageQuery {
         if !(1..=MAX_LIMIT).contains(&limit) {
             return Err(ApiError::bad_request(
                 "invalid_query",
-                format!("limit must be between 1 and {MAX_LIMIT}"),
+                format!("The limit must be between 1 and {MAX_LIMIT}"),
             ));
         }
         if let Some(cursor) = &self.cursor

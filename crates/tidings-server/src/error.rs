@@ -79,7 +79,7 @@ impl From<JsonRejection> for ApiError {
                 if inner.status() == StatusCode::PAYLOAD_TOO_LARGE =>
             {
                 ApiError::PayloadTooLarge(
-                    "the request body is larger than this endpoint accepts".into(),
+                    "The request body is larger than this endpoint accepts".into(),
                 )
             }
             JsonRejection::MissingJsonContentType(_) => ApiError::bad_request(

@@ -134,7 +134,7 @@ async fn create_portal_session(
         serde_json::from_slice(&body).map_err(|e| {
             ApiError::invalid(
                 "ttl_s",
-                format!("the body is not a valid portal session request: {e}"),
+                format!("The body is not a valid portal session request: {e}"),
             )
         })?
     };

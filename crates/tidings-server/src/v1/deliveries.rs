@@ -137,7 +137,7 @@ async fn list_deliveries(
             DeliveryStatus::parse(s).ok_or_else(|| {
                 ApiError::bad_request(
                     "invalid_query",
-                    "status must be pending, delivered, failed or skipped",
+                    "The status must be pending, delivered, failed or skipped",
                 )
             })
         })

@@ -75,7 +75,7 @@ async fn save(state: &AppState, def: EventTypeDef) -> ApiResult<EventTypeView> {
     if def.description.chars().count() > 2000 {
         return Err(ApiError::invalid(
             "description",
-            "the description is longer than 2000 characters",
+            "The description is longer than 2000 characters",
         ));
     }
     catalog::validate_custom(&def).map_err(catalog_error)?;
@@ -136,7 +136,7 @@ async fn create_event_type(
             .is_some()
     {
         return Err(ApiError::Conflict(format!(
-            "the event type `{}` exists; update it with PUT",
+            "The event type `{}` exists; update it with PUT",
             body.name
         )));
     }

@@ -148,7 +148,7 @@ async fn prepare(
     if !event.data.is_object() {
         return Err(ApiError::invalid(
             field("data"),
-            "`data` must be a JSON object",
+            "The event's `data` must be a JSON object",
         ));
     }
     if let Some(schema) = &resolved.schema
@@ -191,7 +191,7 @@ async fn prepare(
     {
         return Err(ApiError::invalid(
             field("idempotency_key"),
-            "the idempotency key must be 1 to 255 characters",
+            "The idempotency key must be 1 to 255 characters",
         ));
     }
     let scope = EventScope {
@@ -311,7 +311,7 @@ async fn publish_batch(
     if body.events.is_empty() || body.events.len() > MAX_BATCH {
         return Err(ApiError::invalid(
             "events",
-            format!("a batch holds 1 to {MAX_BATCH} events"),
+            format!("A batch holds 1 to {MAX_BATCH} events"),
         ));
     }
     let events = publish(&state, &caller, &ws, body.events, true).await?;

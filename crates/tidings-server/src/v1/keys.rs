@@ -102,7 +102,7 @@ async fn create_key(
     if body.name.chars().count() > 200 {
         return Err(ApiError::invalid(
             "name",
-            "the name is longer than 200 characters",
+            "The name is longer than 200 characters",
         ));
     }
     let (key, token) = issue_key(state.store.as_ref(), scope, body.workspace_id, body.name).await?;

@@ -201,7 +201,7 @@ async fn rotate_secret(
         serde_json::from_slice(&body).map_err(|e| {
             ApiError::invalid(
                 "grace_period_s",
-                format!("the body is not a valid rotation request: {e}"),
+                format!("The body is not a valid rotation request: {e}"),
             )
         })?
     };
@@ -211,7 +211,7 @@ async fn rotate_secret(
     if grace > MAX_GRACE_S {
         return Err(ApiError::invalid(
             "grace_period_s",
-            format!("the grace period is at most {MAX_GRACE_S} seconds (7 days)"),
+            format!("The grace period is at most {MAX_GRACE_S} seconds (7 days)"),
         ));
     }
     let now = now_millis();
@@ -285,7 +285,7 @@ async fn retrigger(
             Some(DeliveryStatus::Pending) | None => {
                 return Err(ApiError::invalid(
                     "status",
-                    "status must be failed, skipped or delivered (pending deliveries are queued already)",
+                    "The status must be failed, skipped or delivered (pending deliveries are queued already)",
                 ));
             }
             Some(status) => statuses.push(status),

@@ -62,7 +62,7 @@ fn check_name(name: &str) -> ApiResult<()> {
     if name.trim().is_empty() || name.chars().count() > 200 {
         return Err(ApiError::invalid(
             "name",
-            "the name must be 1 to 200 characters",
+            "The name must be 1 to 200 characters",
         ));
     }
     Ok(())
