@@ -434,6 +434,36 @@ describe('webhooks dashboard', { timeout: 170_000 }, () => {
     assert.equal(await late.locator(sel('webhook-list')).count(), 0);
   });
 
+  test('a disabled webhook shows why and is enabled again from its page', { timeout: TEST_TIMEOUT }, async () => {
+    // Its own webhook and receiver: the endpoint answers 410 Gone, which disables the webhook.
+    const gone = await startReceiver();
+    try {
+      gone.answer(410);
+      const created = await api('POST', `/v1/workspaces/${ws}/webhooks`, {
+        url: gone.url, name: 'Old CRM', event_types: ['email.opened.v1'],
+      });
+      const opened = await api('GET', '/v1/event-types/email.opened.v1');
+      await api('POST', `/v1/workspaces/${ws}/events`, { type: 'email.opened.v1', data: opened.example });
+      await eventually(async () => {
+        const now = await api('GET', `/v1/workspaces/${ws}/webhooks/${created.id}`);
+        return now.state === 'disabled';
+      }, 'the webhook is disabled by the 410');
+
+      const page = await newPage();
+      await openPortal(page, { hash: hookHash(created.id) });
+      await textMatches(page.locator(sel('disabled-reason')), /gone/i);
+      await screenshot(page, 'webhook-disabled');
+      await page.locator(sel('enable-webhook')).click();
+      await eventually(async () => {
+        const now = await api('GET', `/v1/workspaces/${ws}/webhooks/${created.id}`);
+        return now.state === 'active' && now.disabled_reason === null;
+      }, 'the webhook is active again');
+      await eventually(async () => (await page.locator(sel('disabled-reason')).count()) === 0, 'the reason is gone from the page');
+    } finally {
+      await gone.stop();
+    }
+  });
+
   test('fits a 390 px wide screen and works with the keyboard', { timeout: TEST_TIMEOUT }, async () => {
     await ensureHook();
     await ensureDelivery();

@@ -1041,10 +1041,13 @@
 
     let disabledNote = null;
     if (webhook.state === 'disabled') {
+      const reason = webhook.disabled_reason === 'gone'
+        ? 'Your endpoint answered 410 Gone (gone).'
+        : `${webhook.disabled_reason || 'Deliveries kept failing.'}`;
       disabledNote = h('div', { class: 'callout callout-bad', test: 'disabled-reason' },
         h('strong', null, 'This webhook is disabled. '),
-        webhook.disabled_reason || 'Deliveries kept failing.',
-        ' Events are kept and sent once you enable it.');
+        reason,
+        ' New events are recorded as skipped, not sent. After enabling it, send them with “Send deliveries again” for skipped deliveries.');
     } else if (webhook.state === 'paused') {
       disabledNote = h('div', { class: 'callout' }, h('strong', null, 'Paused. '), 'Events are kept and sent when you resume the webhook.');
     }
@@ -1069,7 +1072,7 @@
         ['Timeout', `${webhook.timeout_ms} ms`],
         ['Last success', timeEl(health.last_success_at)],
         health.last_failure_at ? ['Last failure', h('span', null, timeEl(health.last_failure_at), health.last_failure_reason ? h('span', { class: 'block muted' }, health.last_failure_reason) : null)] : [null, null],
-        health.failing_since ? ['Failing since', h('span', null, timeEl(health.failing_since), h('span', { class: 'block muted' }, `${health.failures_since_success} failed attempts in a row`))] : [null, null],
+        health.failing_since ? ['Failing since', h('span', null, timeEl(health.failing_since), h('span', { class: 'block muted' }, `${health.failures_since_success} failed ${health.failures_since_success === 1 ? 'attempt' : 'attempts'} in a row`))] : [null, null],
         ['Created', timeEl(webhook.created_at)],
       ].filter(([k]) => k)));
 
