@@ -1,0 +1,59 @@
+//! Phase 4, latency: single publishes at a fixed offered load (open loop), publish → received at the
+//! receiver, from the send time carried in the event's data.
+
+use serde_json::json;
+
+use super::{Setup, offered_load, quantile_ms, wait_for_requests};
+use crate::Config;
+use crate::receiver::Receiver;
+use crate::report::Report;
+use crate::tidings_process::TidingsProcess;
+
+pub async fn run(
+    config: &Config,
+    tidings: &mut TidingsProcess,
+    setup: &Setup,
+    receiver: &Receiver,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let ws = setup.api.create_workspace("bench latency").await?;
+    let path = "/latency";
+    let webhook = setup
+        .api
+        .create_webhook(&ws, &receiver.url(path), json!({}))
+        .await?;
+    receiver.stats.set_secret(path, &webhook.secret);
+
+    let rate = config.latency_rate;
+    let total = (f64::from(rate) * config.latency_duration.as_secs_f64()).round() as u64;
+    let bar = config.bar(total, "latency");
+    bar.set_message("published");
+    let base = receiver.stats.requests();
+    receiver.stats.start_latency();
+    let sent = offered_load(setup, &ws, rate, config.latency_duration, None, &bar).await?;
+    bar.set_message("delivered");
+    wait_for_requests(
+        &receiver.stats,
+        base + sent,
+        config.wait_limit,
+        tidings,
+        &bar,
+        base,
+    )
+    .await?;
+    bar.finish();
+    let histogram = receiver.stats.take_latency();
+    let note = format!(
+        "{sent} single publishes at {rate}/s over {} s to one webhook, publish → received",
+        config.latency_duration.as_secs()
+    );
+    report.add("latency p50", quantile_ms(&histogram, 0.5), "ms", note);
+    report.add(
+        "latency p99",
+        quantile_ms(&histogram, 0.99),
+        "ms",
+        "target ≤ 25 ms",
+    );
+    report.add("latency p999", quantile_ms(&histogram, 0.999), "ms", "");
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! Smoke run of the whole bench with tiny counts (`--quick`): it completes and every figure is there and
+//! positive. Never asserts a speed: benchmarks are not part of the suite's pass/fail.
+//!
+//! Needs the `tidings` binary next to `tidings-bench` (target/debug/tidings); the bench builds it with
+//! `cargo build -p tidings` when it is missing.
+
+use std::process::Command;
+
+const ROWS: &[&str] = &[
+    "ceiling",
+    "receiver served",
+    "publish single",
+    "publish batch (100)",
+    "end-to-end",
+    "end-to-end / ceiling",
+    "storage per delivered event",
+    "latency p50",
+    "latency p99",
+    "latency p999",
+    "fan-out accepted",
+    "fan-out all delivered",
+    "isolation p99, all healthy",
+    "isolation p99, 10% time out",
+    "isolation p99 ratio",
+    "backlog publish",
+    "backlog RSS with all pending",
+    "backlog drain",
+    "backlog peak RSS",
+    "receiver signatures verified",
+];
+
+#[test]
+fn the_quick_bench_completes_with_every_figure() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let json = dir.path().join("bench.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_tidings-bench"))
+        .args(["--quick", "--no-progress", "--json"])
+        .arg(&json)
+        .output()
+        .expect("run tidings-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "tidings-bench --quick failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("ceiling"), "no table on stdout:\n{stdout}");
+
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("the JSON was written"))
+            .expect("valid JSON");
+    assert!(report["machine"]["cores"].as_u64().is_some_and(|c| c > 0));
+    assert!(report["machine"]["ram_mib"].as_u64().is_some_and(|r| r > 0));
+    assert!(
+        report["machine"]["date"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty())
+    );
+    let rows = report["rows"].as_array().expect("rows");
+    let value = |name: &str| {
+        rows.iter()
+            .find(|row| row["name"] == name)
+            .and_then(|row| row["value"].as_f64())
+            .unwrap_or_else(|| panic!("no figure `{name}` in {report}"))
+    };
+    for name in ROWS {
+        let v = value(name);
+        assert!(v.is_finite() && v > 0.0, "`{name}` is {v}, not positive");
+    }
+    assert_eq!(value("receiver signature failures"), 0.0);
+}
