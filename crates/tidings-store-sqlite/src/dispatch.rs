@@ -371,12 +371,11 @@ pub async fn release_all(pool: &SqlitePool) -> StoreResult<u64> {
 }
 
 pub async fn next_due_at(pool: &SqlitePool) -> StoreResult<Option<UnixMillis>> {
-    // Held deliveries (paused or disabled webhooks) are never claimed, so they are not "due".
+    // Held deliveries (paused or disabled webhooks) have no due time, so this reads one index entry.
     sqlx::query_scalar(
-        "SELECT d.next_attempt_at FROM deliveries d
-         WHERE d.status = 'pending' AND d.next_attempt_at IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.state != 'active')
-         ORDER BY d.next_attempt_at LIMIT 1",
+        "SELECT next_attempt_at FROM deliveries
+         WHERE status = 'pending' AND next_attempt_at IS NOT NULL
+         ORDER BY next_attempt_at LIMIT 1",
     )
     .fetch_optional(pool)
     .await

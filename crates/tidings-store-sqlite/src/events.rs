@@ -55,13 +55,14 @@ pub async fn insert(
         for delivery in event.deliveries {
             let due = (delivery.status == DeliveryStatus::Pending).then_some(event.received_at);
             // A webhook deleted since fan-out read it simply gets no delivery. One disabled since then
-            // (fan-out's view may be a few seconds old) gets a skipped delivery, never a pending one.
+            // (fan-out's view may be a few seconds old) gets a skipped delivery, never a pending one;
+            // a paused one's delivery is held: pending with no due time, out of the claim's way.
             let inserted = sqlx::query(
                 "INSERT INTO deliveries (id, workspace_id, event_id, webhook_id, event_type, status, next_attempt_at,
                                          created_at, updated_at)
                  SELECT ?, ?, ?, ?, ?,
                         CASE WHEN w.state = 'disabled' THEN 'skipped' ELSE ? END,
-                        CASE WHEN w.state = 'disabled' THEN NULL ELSE ? END, ?, ?
+                        CASE WHEN w.state = 'active' THEN ? ELSE NULL END, ?, ?
                  FROM webhooks w WHERE w.id = ?",
             )
             .bind(&delivery.id)

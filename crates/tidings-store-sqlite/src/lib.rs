@@ -67,7 +67,9 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory")
-            .pragma("cache_size", "-32000");
+            // Page cache per connection (KiB): the writer gets more, the readers little, so memory
+            // stays flat however many deliveries are pending.
+            .pragma("cache_size", "-16000");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -86,7 +88,7 @@ impl SqliteStore {
         let reader = SqlitePoolOptions::new()
             .max_connections(options.readers.max(1))
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(connect.read_only(true))
+            .connect_with(connect.read_only(true).pragma("cache_size", "-4000"))
             .await
             .map_err(map_err)?;
         let work = Arc::new(Notify::new());

@@ -14,8 +14,10 @@ pub async fn retry_delivery(
     at: UnixMillis,
 ) -> StoreResult<Delivery> {
     let row = sqlx::query(
-        "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, updated_at = ?
-         WHERE id = ? AND workspace_id = ? AND claimed_by IS NULL AND is_test = 0
+        "UPDATE deliveries SET status = 'pending', updated_at = ?2,
+             next_attempt_at = CASE WHEN (SELECT w.state FROM webhooks w WHERE w.id = deliveries.webhook_id) = 'active'
+                               THEN ?1 ELSE NULL END
+         WHERE id = ?3 AND workspace_id = ?4 AND claimed_by IS NULL AND is_test = 0
          RETURNING *",
     )
     .bind(at)
@@ -52,12 +54,14 @@ pub async fn retrigger(
         .map(|s| s.as_str())
         .collect();
     let result = sqlx::query(
-        "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, updated_at = ?
+        "UPDATE deliveries SET status = 'pending', updated_at = ?2,
+             next_attempt_at = CASE WHEN (SELECT w.state FROM webhooks w WHERE w.id = deliveries.webhook_id) = 'active'
+                               THEN ?1 ELSE NULL END
          WHERE id IN (
              SELECT id FROM deliveries
-             WHERE webhook_id = ? AND created_at >= ? AND created_at < ? AND is_test = 0
-               AND status IN (SELECT value FROM json_each(?)) AND workspace_id = ?
-             LIMIT ?)",
+             WHERE webhook_id = ?3 AND created_at >= ?4 AND created_at < ?5 AND is_test = 0
+               AND status IN (SELECT value FROM json_each(?6)) AND workspace_id = ?7
+             LIMIT ?8)",
     )
     .bind(at)
     .bind(at)

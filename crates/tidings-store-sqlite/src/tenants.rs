@@ -2,6 +2,7 @@
 
 use sqlx::SqlitePool;
 use tidings_core::UnixMillis;
+use tidings_core::webhook::WebhookState;
 use tidings_store::*;
 
 use crate::{map_err, rows};
@@ -203,6 +204,17 @@ pub async fn list_webhooks(
 }
 
 pub async fn update_webhook(pool: &SqlitePool, webhook: &Webhook) -> StoreResult<()> {
+    let mut tx = pool.begin().await.map_err(map_err)?;
+    let before: Option<String> =
+        sqlx::query_scalar("SELECT state FROM webhooks WHERE id = ? AND workspace_id = ?")
+            .bind(&webhook.id)
+            .bind(&webhook.workspace_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+    let Some(before) = before else {
+        return Err(StoreError::NotFound);
+    };
     let result = sqlx::query(
         "UPDATE webhooks SET spec = ?, secret = ?, previous_secret = ?, previous_secret_until = ?, state = ?,
              disabled_reason = ?, updated_at = ?
@@ -217,10 +229,48 @@ pub async fn update_webhook(pool: &SqlitePool, webhook: &Webhook) -> StoreResult
     .bind(webhook.updated_at)
     .bind(&webhook.id)
     .bind(&webhook.workspace_id)
-    .execute(pool)
+    .execute(&mut *tx)
     .await
     .map_err(map_err)?;
-    expect_one(result.rows_affected())
+    expect_one(result.rows_affected())?;
+    if before != webhook.state.as_str() {
+        hold_or_release(
+            &mut tx,
+            &webhook.id,
+            webhook.state == WebhookState::Active,
+            webhook.updated_at,
+        )
+        .await?;
+    }
+    tx.commit().await.map_err(map_err)
+}
+
+/// Keeps a webhook's pending deliveries out of the due index while it is not active (no due time),
+/// and makes them due at `at` when it is active again.
+async fn hold_or_release(
+    conn: &mut sqlx::SqliteConnection,
+    webhook_id: &str,
+    active: bool,
+    at: UnixMillis,
+) -> StoreResult<()> {
+    let query = if active {
+        sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = ?
+             WHERE webhook_id = ? AND status = 'pending' AND next_attempt_at IS NULL",
+        )
+        .bind(at)
+    } else {
+        sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = NULL
+             WHERE webhook_id = ? AND status = 'pending' AND claimed_by IS NULL",
+        )
+    };
+    query
+        .bind(webhook_id)
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
 }
 
 pub async fn delete_webhook(pool: &SqlitePool, workspace_id: &str, id: &str) -> StoreResult<()> {
@@ -239,6 +289,7 @@ pub async fn enable_webhook(
     id: &str,
     at: UnixMillis,
 ) -> StoreResult<()> {
+    let mut tx = pool.begin().await.map_err(map_err)?;
     let result = sqlx::query(
         "UPDATE webhooks SET state = 'active', disabled_reason = NULL, failing_since = NULL,
              failures_since_success = 0, updated_at = ?
@@ -247,8 +298,10 @@ pub async fn enable_webhook(
     .bind(at)
     .bind(id)
     .bind(workspace_id)
-    .execute(pool)
+    .execute(&mut *tx)
     .await
     .map_err(map_err)?;
-    expect_one(result.rows_affected())
+    expect_one(result.rows_affected())?;
+    hold_or_release(&mut tx, id, true, at).await?;
+    tx.commit().await.map_err(map_err)
 }

@@ -265,6 +265,46 @@ async fn paused_webhook_holds_new_deliveries_and_resuming_sends_them() {
 }
 
 #[tokio::test]
+async fn deliveries_queued_again_while_paused_wait_for_the_webhook_to_resume() {
+    let app = spawn_app_with(|_| {}).await;
+    let receiver = Receiver::answering(Reply::status(404)).await;
+    let (ws, hook) = app
+        .workspace_with_webhook(&receiver.url, &[EVENT_TYPE], json!({}))
+        .await;
+    let hook_id = str_of(&hook["id"]);
+    let path = format!("/v1/workspaces/{ws}/webhooks/{hook_id}");
+    let (_, delivery_id) = app.publish_one(&ws, EVENT_TYPE).await;
+    app.wait_for_status(&ws, &delivery_id, "failed", WAIT).await;
+    receiver.set_fallback(Reply::status(200));
+
+    let (status, _) = app.patch(&path, json!({ "state": "paused" })).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, retried) = app
+        .post(
+            &format!("/v1/workspaces/{ws}/deliveries/{delivery_id}/retry"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{retried}");
+    assert_eq!(retried["status"], "pending");
+    assert_eq!(
+        retried["next_attempt_at"],
+        Value::Null,
+        "held while paused: {retried:#}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.requests().len(), 1, "nothing is sent while paused");
+
+    let (status, _) = app.patch(&path, json!({ "state": "active" })).await;
+    assert_eq!(status, StatusCode::OK);
+    let delivered = app
+        .wait_for_status(&ws, &delivery_id, "delivered", WAIT)
+        .await;
+    assert_eq!(attempt_count(&delivered), 2, "{delivered:#}");
+    assert_eq!(receiver.requests().len(), 2);
+}
+
+#[tokio::test]
 async fn gone_skips_the_webhooks_other_waiting_deliveries() {
     let app = spawn_app_with(|_| {}).await;
     let receiver = Receiver::start().await;
