@@ -50,6 +50,14 @@ impl ApiError {
             message: message.into(),
         }
     }
+    /// Maps a storage error, reporting a missing object with `code` (e.g. `webhook_not_found`).
+    pub fn missing_as(code: &'static str) -> impl FnOnce(StoreError) -> Self {
+        move |error| match error {
+            StoreError::NotFound => ApiError::NotFound(code),
+            other => other.into(),
+        }
+    }
+
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError::Validation {
             field: Some(field.into()),

@@ -128,16 +128,8 @@ async fn create_portal_session(
         ));
     }
     let workspace = crate::v1::workspace(&state, &caller, &ws).await?;
-    let request: CreatePortalSession = if body.iter().all(u8::is_ascii_whitespace) {
-        CreatePortalSession::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::invalid(
-                "ttl_s",
-                format!("The body is not a valid portal session request: {e}"),
-            )
-        })?
-    };
+    let request: CreatePortalSession =
+        crate::extract::optional_json(&body, "ttl_s", "portal session request")?;
     let ttl = request.ttl_s.unwrap_or(DEFAULT_TTL_S);
     if !(1..=MAX_TTL_S).contains(&ttl) {
         return Err(ApiError::invalid(

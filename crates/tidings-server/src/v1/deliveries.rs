@@ -6,7 +6,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use tidings_core::ids::{IdKind, is_id};
 use tidings_core::outcome::ErrorKind;
-use tidings_store::{Attempt, Delivery, DeliveryFilter, DeliveryStatus, StoreError};
+use tidings_store::{Attempt, Delivery, DeliveryFilter, DeliveryStatus};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -199,10 +199,7 @@ async fn load_delivery(state: &AppState, workspace_id: &str, id: &str) -> ApiRes
         .store
         .get_delivery(workspace_id, id)
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::NotFound("delivery_not_found"),
-            other => other.into(),
-        })
+        .map_err(ApiError::missing_as("delivery_not_found"))
 }
 
 /// Send a delivery once more now (same delivery id and `webhook-id`, a new attempt). A delivery of

@@ -11,7 +11,7 @@ use serde_json::Value;
 use tidings_core::ids::{IdKind, is_id, new_id};
 use tidings_core::matching::{EventScope, apply_precedence, level, matches};
 use tidings_core::webhook::WebhookState;
-use tidings_store::{DeliveryStatus, Event, NewDelivery, NewEvent, StoreError, Webhook, Workspace};
+use tidings_store::{DeliveryStatus, Event, NewDelivery, NewEvent, Webhook, Workspace};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
@@ -388,10 +388,7 @@ async fn get_event(
         .store
         .get_event(&workspace.id, &id)
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::NotFound("event_not_found"),
-            other => other.into(),
-        })?;
+        .map_err(ApiError::missing_as("event_not_found"))?;
     let deliveries = state.store.event_deliveries(&workspace.id, &id).await?;
     Ok(Json(event_view(
         event,

@@ -32,8 +32,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub async fn workspace(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Workspace> {
     WorkspaceId::parse(id).ok_or(ApiError::NotFound("workspace_not_found"))?;
     caller.check_workspace(id)?;
-    state.store.get_workspace(id).await.map_err(|e| match e {
-        tidings_store::StoreError::NotFound => ApiError::NotFound("workspace_not_found"),
-        other => other.into(),
-    })
+    state
+        .store
+        .get_workspace(id)
+        .await
+        .map_err(ApiError::missing_as("workspace_not_found"))
 }

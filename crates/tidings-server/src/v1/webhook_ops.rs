@@ -195,16 +195,8 @@ async fn rotate_secret(
     body: axum::body::Bytes,
 ) -> ApiResult<Json<SecretView>> {
     // The body is optional: no body means the default grace period.
-    let body: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::invalid(
-                "grace_period_s",
-                format!("The body is not a valid rotation request: {e}"),
-            )
-        })?
-    };
+    let body: RotateRequest =
+        crate::extract::optional_json(&body, "grace_period_s", "rotation request")?;
     let workspace = super::workspace(&state, &caller, &ws).await?;
     let mut webhook = load(&state, &workspace.id, &id).await?;
     let grace = body.grace_period_s.unwrap_or(DEFAULT_GRACE_S);

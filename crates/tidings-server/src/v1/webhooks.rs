@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use tidings_core::ids::{IdKind, is_id, new_id};
 use tidings_core::signing::generate_secret;
 use tidings_core::webhook::{self, Filters, PayloadFormat, Signing, WebhookSpec, WebhookState};
-use tidings_store::{StoreError, Webhook};
+use tidings_store::Webhook;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -178,10 +178,7 @@ pub async fn load(state: &AppState, workspace_id: &str, id: &str) -> ApiResult<W
         .store
         .get_webhook(workspace_id, id)
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::NotFound("webhook_not_found"),
-            other => other.into(),
-        })
+        .map_err(ApiError::missing_as("webhook_not_found"))
 }
 
 fn settable(state: SettableState) -> WebhookState {
