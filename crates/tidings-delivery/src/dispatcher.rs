@@ -5,7 +5,7 @@
 //! how many of its deliveries may wait in memory). A lane that is full is left out of the next claim,
 //! so a slow endpoint's backlog stays in storage instead of taking the slots of healthy endpoints.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,7 +36,8 @@ pub struct DispatcherConfig {
     pub max_in_flight: usize,
     /// Most concurrent attempts to one webhook.
     pub per_webhook_concurrency: usize,
-    /// How long a claim holds before another claim may take the delivery.
+    /// How long a claim holds before another node may take the delivery over; renewed every third
+    /// of it while the attempt runs, so only a node that stopped loses its claims.
     pub lease_ms: i64,
     /// Server-wide retry schedule (seconds after each failed attempt).
     pub retry_schedule: Vec<u32>,
@@ -57,7 +58,7 @@ impl Default for DispatcherConfig {
             claim_batch: 256,
             max_in_flight: 1024,
             per_webhook_concurrency: 16,
-            lease_ms: 300_000,
+            lease_ms: 30_000,
             retry_schedule: DEFAULT_SCHEDULE_SECS.to_vec(),
             user_agent: format!("Tidings/{}", env!("CARGO_PKG_VERSION")),
             allow_private_targets: false,
@@ -106,6 +107,8 @@ struct Inner {
     lanes: Mutex<HashMap<String, Arc<Lane>>>,
     slots: Arc<Semaphore>,
     wake: Notify,
+    /// Claimed deliveries this node holds (waiting in a lane or in flight), whose leases it renews.
+    held: Mutex<HashSet<String>>,
 }
 
 #[derive(Clone)]
@@ -124,6 +127,7 @@ impl Dispatcher {
                 config,
                 lanes: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
+                held: Mutex::new(HashSet::new()),
             }),
         })
     }
@@ -174,6 +178,33 @@ impl Dispatcher {
             .collect()
     }
 
+    fn held(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.inner
+            .held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Renews the leases of every delivery this node holds, every third of a lease, until stopped.
+    async fn renew_leases(self, stop: CancellationToken) {
+        let config = &self.inner.config;
+        let every = Duration::from_millis(u64::try_from(config.lease_ms / 3).unwrap_or(1000).max(100));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.cancelled() => return,
+            }
+            let ids: Vec<String> = self.held().iter().cloned().collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let until = now_millis() + config.lease_ms;
+            if let Err(error) = self.inner.store.renew_claims(&config.node, &ids, until).await {
+                tracing::error!(%error, held = ids.len(), "renewing delivery claims failed; another node may take them over when they run out");
+            }
+        }
+    }
+
     /// Claims and delivers until `shutdown` is cancelled, then stops claiming, lets attempts in flight
     /// finish within the grace period, gives back the rest, and records every outcome.
     pub async fn run(self, shutdown: CancellationToken) {
@@ -191,6 +222,8 @@ impl Dispatcher {
         let abort = CancellationToken::new();
         let (given_back, mut given_back_rx) = mpsc::unbounded_channel::<String>();
         let work = store.work_signal();
+        let stop_renewing = CancellationToken::new();
+        let renewer = tokio::spawn(self.clone().renew_leases(stop_renewing.clone()));
 
         while !shutdown.is_cancelled() {
             let free = self.inner.slots.available_permits();
@@ -210,6 +243,8 @@ impl Dispatcher {
                     .min(config.claim_batch),
                 lease_ms: config.lease_ms,
                 exclude_webhooks: self.saturated_webhooks(),
+                per_webhook_concurrency: u32::try_from(config.per_webhook_concurrency.max(1))
+                    .unwrap_or(u32::MAX),
             };
             let claimed = match store.claim_due(&claim).await {
                 Ok(claimed) => claimed,
@@ -251,6 +286,7 @@ impl Dispatcher {
                     }
                 };
                 lane.queued.fetch_add(1, Ordering::AcqRel);
+                self.held().insert(delivery.delivery_id.clone());
                 let this = self.clone();
                 let outcomes = recorder.sender();
                 let given_back = given_back.clone();
@@ -263,10 +299,11 @@ impl Dispatcher {
                             let _ = outcomes.send(outcome);
                         }
                         _ = abort.cancelled() => {
-                            let _ = given_back.send(id);
+                            let _ = given_back.send(id.clone());
                         }
                     }
                     lane.queued.fetch_sub(1, Ordering::AcqRel);
+                    this.held().remove(&id);
                     drop(permit);
                     this.inner.wake.notify_one();
                 });
@@ -291,6 +328,10 @@ impl Dispatcher {
         }
         drop(given_back);
         recorder.finish().await;
+        stop_renewing.cancel();
+        if let Err(error) = renewer.await {
+            tracing::error!(%error, "the lease renewer stopped abnormally");
+        }
         let mut release = Vec::new();
         while let Some(id) = given_back_rx.recv().await {
             release.push(id);

@@ -358,6 +358,25 @@ pub async fn release(pool: &SqlitePool, node: &str, ids: &[String]) -> StoreResu
     Ok(())
 }
 
+pub async fn renew(
+    pool: &SqlitePool,
+    node: &str,
+    ids: &[String],
+    until: UnixMillis,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE deliveries SET next_attempt_at = MAX(next_attempt_at, ?)
+         WHERE claimed_by = ? AND status = 'pending' AND id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(until)
+    .bind(node)
+    .bind(json_list(ids))
+    .execute(pool)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
 pub async fn release_all(pool: &SqlitePool) -> StoreResult<u64> {
     let result = sqlx::query(
         "UPDATE deliveries SET claimed_by = NULL, next_attempt_at = MIN(next_attempt_at, ?)

@@ -101,11 +101,6 @@ impl SqliteStore {
         })
     }
 
-    /// Closes both pools after the writer task has drained.
-    pub async fn close(&self) {
-        self.writer.close().await;
-        self.reader.close().await;
-    }
 }
 
 #[async_trait]
@@ -207,6 +202,14 @@ impl Store for SqliteStore {
     }
     async fn record_test_send(&self, event: NewEvent, outcome: Outcome) -> StoreResult<()> {
         self.jobs.test_send(event, outcome).await
+    }
+    async fn renew_claims(
+        &self,
+        node: &str,
+        delivery_ids: &[String],
+        until: UnixMillis,
+    ) -> StoreResult<()> {
+        dispatch::renew(&self.writer, node, delivery_ids, until).await
     }
     async fn release_all_claims(&self) -> StoreResult<u64> {
         dispatch::release_all(&self.writer).await
@@ -315,5 +318,10 @@ impl Store for SqliteStore {
 
     fn work_signal(&self) -> Arc<Notify> {
         self.work.clone()
+    }
+
+    async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
     }
 }

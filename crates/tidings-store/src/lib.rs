@@ -78,6 +78,14 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_due(&self, claim: &Claim) -> StoreResult<Vec<ClaimedDelivery>>;
     /// Gives back claimed deliveries unattempted, due again at once.
     async fn release(&self, node: &str, delivery_ids: &[String]) -> StoreResult<()>;
+    /// Extends `node`'s claims on these deliveries (attempts still running) until `until`, so no
+    /// other node takes them over meanwhile.
+    async fn renew_claims(
+        &self,
+        node: &str,
+        delivery_ids: &[String],
+        until: UnixMillis,
+    ) -> StoreResult<()>;
     /// Records finished attempts and their deliveries' new state, in one commit; keeps endpoint
     /// health, disables webhooks as `policy` says and queues operator notifications.
     async fn record_outcomes(
@@ -88,7 +96,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Stores a test send: its event, its delivery (marked as a test, already finished) and attempt.
     async fn record_test_send(&self, event: NewEvent, outcome: Outcome) -> StoreResult<()>;
-    /// Releases every claim (start-up recovery for a backend only one node uses).
+    /// Start-up recovery: releases the claims no running node can still hold. A backend one process
+    /// owns (SQLite) releases every claim; a shared one releases none and lets leases run out.
     async fn release_all_claims(&self) -> StoreResult<u64>;
     /// When the earliest pending delivery is due, if any.
     async fn next_due_at(&self) -> StoreResult<Option<UnixMillis>>;
@@ -152,6 +161,10 @@ pub trait Store: Send + Sync + 'static {
     /// (every node then reads the same value).
     async fn server_value(&self, name: &str, make: Vec<u8>) -> StoreResult<Vec<u8>>;
 
-    /// Woken whenever new work may be due (a publish committed, a delivery released).
+    /// Woken whenever new work may be due (a publish committed, a delivery released), on this node
+    /// or, for a shared backend, on any node.
     fn work_signal(&self) -> Arc<tokio::sync::Notify>;
+
+    /// Stops background tasks and closes connections (after the dispatcher has stopped).
+    async fn close(&self);
 }

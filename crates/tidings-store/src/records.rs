@@ -180,6 +180,9 @@ pub struct Claim {
     pub limit: u32,
     pub lease_ms: i64,
     pub exclude_webhooks: Vec<String>,
+    /// Most deliveries of one webhook claimed at once across every node sharing the store (a
+    /// shared backend enforces it in the claim; one process's lanes enforce it locally).
+    pub per_webhook_concurrency: u32,
 }
 
 /// Everything the dispatcher needs to make one attempt, read in the claim.

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::Settings;
 
 /// Opens the configured storage, creating and migrating it.
-pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<SqliteStore>> {
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     let store = SqliteStore::open(&SqliteOptions {
         url: settings.database_url.clone(),
         synchronous_full: settings.sqlite_synchronous_full,
@@ -47,7 +47,7 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     dispatcher: Dispatcher,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     operator: Option<OperatorEndpoint>,
     retention: Duration,
     retention_interval: Duration,
@@ -57,7 +57,7 @@ impl Application {
     /// Opens storage and binds the listener (port 0 picks a free port).
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         let store = open_store(settings).await?;
-        let dyn_store: Arc<dyn Store> = store.clone();
+        let dyn_store = store.clone();
         let policy = TargetPolicy {
             allow_http: settings.allow_http_targets,
             allow_private: settings.allow_private_targets,
@@ -126,7 +126,7 @@ impl Application {
     /// Serves and delivers until `shutdown` is cancelled, then stops accepting requests, lets the
     /// dispatcher finish or give back its attempts, and closes storage.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let store: Arc<dyn Store> = self.store.clone();
+        let store = self.store.clone();
         let mut jobs = vec![tokio::spawn(maintenance::run_retention(
             store.clone(),
             self.retention,

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use tidings::config::{FlagOverrides, Settings};
 use tidings_core::ids::WorkspaceId;
 use tidings_core::matching::LevelPrecedence;
-use tidings_store::{KeyScope, Page, Store, Workspace};
+use tidings_store::{KeyScope, Page, Workspace};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
