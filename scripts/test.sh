@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: formatting, lints, unit and integration tests, then the dashboard's
-# end-to-end tests in headless Chromium (Debian's /usr/bin/chromium; .ci/run installs it).
+# Runs the whole test suite: formatting, lints, unit and integration tests (the HTTP integration
+# tests twice: on SQLite and on PostgreSQL), then the dashboard's end-to-end tests in headless
+# Chromium (Debian's /usr/bin/chromium; .ci/run installs it and the PostgreSQL server).
 # The interoperability tests verify real deliveries with the official Python `standardwebhooks`
 # package, so this script keeps a virtual environment with it in .venv.
 set -euo pipefail
@@ -14,11 +15,21 @@ export TIDINGS_TEST_PYTHON="$PWD/.venv/bin/python"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# One throwaway PostgreSQL cluster (127.0.0.1, a free port, a temp dir) for every test process of
+# this run; it stops and is deleted when this script exits.
+if [ -z "${TIDINGS_TEST_POSTGRES_URL:-}" ]; then
+  cargo build -p tidings-testkit --bin throwaway-postgres --locked
+  eval "$(target/debug/throwaway-postgres --watch $$)"
+fi
+
 if cargo nextest --version >/dev/null 2>&1; then
   # The project has no doctests, so nextest (which skips them) runs everything.
   cargo nextest run --workspace --locked --no-fail-fast
+  TIDINGS_TEST_BACKEND=postgres cargo nextest run -p tidings --test it --locked --no-fail-fast
 else
   cargo test --workspace --locked --no-fail-fast
+  TIDINGS_TEST_BACKEND=postgres cargo test -p tidings --test it --locked --no-fail-fast
 fi
 
 # The dashboard in a real browser against the real binary.

@@ -36,6 +36,11 @@ pub struct DispatcherConfig {
     pub max_in_flight: usize,
     /// Most concurrent attempts to one webhook.
     pub per_webhook_concurrency: usize,
+    /// Most deliveries of one webhook held claimed at once (waiting in its lane or in flight): on a
+    /// store one process owns, a few rounds of `per_webhook_concurrency` so the lane never runs dry
+    /// between claims; on a shared store, `per_webhook_concurrency` itself, so the limit holds
+    /// across every node.
+    pub per_webhook_claims: usize,
     /// How long a claim holds before another node may take the delivery over; renewed every third
     /// of it while the attempt runs, so only a node that stopped loses its claims.
     pub lease_ms: i64,
@@ -58,6 +63,7 @@ impl Default for DispatcherConfig {
             claim_batch: 256,
             max_in_flight: 1024,
             per_webhook_concurrency: 16,
+            per_webhook_claims: 64,
             lease_ms: 30_000,
             retry_schedule: DEFAULT_SCHEDULE_SECS.to_vec(),
             user_agent: format!("Tidings/{}", env!("CARGO_PKG_VERSION")),
@@ -157,11 +163,14 @@ impl Dispatcher {
 
     /// How many claimed deliveries of one webhook may wait in memory.
     fn lane_capacity(&self) -> usize {
-        self.inner.config.per_webhook_concurrency.max(1) * 2
+        self.inner.config.per_webhook_claims.max(1)
     }
 
+    /// Webhooks left out of the next claim: lanes more than half full are topped up only once they
+    /// drain below half, so a busy webhook is claimed for in batches rather than one delivery per
+    /// finished attempt.
     fn saturated_webhooks(&self) -> Vec<String> {
-        let capacity = self.lane_capacity();
+        let capacity = self.lane_capacity().div_ceil(2);
         let mut lanes = self
             .inner
             .lanes
@@ -188,7 +197,8 @@ impl Dispatcher {
     /// Renews the leases of every delivery this node holds, every third of a lease, until stopped.
     async fn renew_leases(self, stop: CancellationToken) {
         let config = &self.inner.config;
-        let every = Duration::from_millis(u64::try_from(config.lease_ms / 3).unwrap_or(1000).max(100));
+        let every =
+            Duration::from_millis(u64::try_from(config.lease_ms / 3).unwrap_or(1000).max(100));
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
@@ -199,7 +209,12 @@ impl Dispatcher {
                 continue;
             }
             let until = now_millis() + config.lease_ms;
-            if let Err(error) = self.inner.store.renew_claims(&config.node, &ids, until).await {
+            if let Err(error) = self
+                .inner
+                .store
+                .renew_claims(&config.node, &ids, until)
+                .await
+            {
                 tracing::error!(%error, held = ids.len(), "renewing delivery claims failed; another node may take them over when they run out");
             }
         }
@@ -243,8 +258,7 @@ impl Dispatcher {
                     .min(config.claim_batch),
                 lease_ms: config.lease_ms,
                 exclude_webhooks: self.saturated_webhooks(),
-                per_webhook_concurrency: u32::try_from(config.per_webhook_concurrency.max(1))
-                    .unwrap_or(u32::MAX),
+                per_webhook_concurrency: u32::try_from(self.lane_capacity()).unwrap_or(u32::MAX),
             };
             let claimed = match store.claim_due(&claim).await {
                 Ok(claimed) => claimed,

@@ -15,17 +15,29 @@ fn json_list(ids: &[String]) -> String {
     serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned())
 }
 
-/// Claims due deliveries of active webhooks; the claim's end becomes the delivery's due time.
+/// Claims due deliveries of active webhooks, no more per webhook than brings its live claims to
+/// `per_webhook_concurrency`; the claim's end becomes the delivery's due time.
 pub async fn claim(conn: &mut SqliteConnection, claim: Claim) -> StoreResult<Vec<String>> {
     let ids = sqlx::query_scalar(
-        "UPDATE deliveries SET claimed_by = ?, next_attempt_at = ?
+        "UPDATE deliveries SET claimed_by = ?1, next_attempt_at = ?2
          WHERE id IN (
-             SELECT d.id FROM deliveries d
-             WHERE d.status = 'pending' AND d.next_attempt_at <= ?
-               AND d.webhook_id NOT IN (SELECT value FROM json_each(?))
-               AND NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.state != 'active')
-             ORDER BY d.next_attempt_at
-             LIMIT ?)
+             SELECT c.id FROM (
+                 SELECT d.id, d.webhook_id,
+                        ROW_NUMBER() OVER (PARTITION BY d.webhook_id ORDER BY d.next_attempt_at) AS n
+                 FROM (
+                     SELECT id, webhook_id, next_attempt_at FROM deliveries d
+                     WHERE d.status = 'pending' AND d.next_attempt_at <= ?3
+                       AND d.webhook_id NOT IN (SELECT value FROM json_each(?4))
+                       AND NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.state != 'active')
+                     ORDER BY d.next_attempt_at
+                     LIMIT ?5) d
+             ) c
+             LEFT JOIN (
+                 SELECT webhook_id, COUNT(*) AS live FROM deliveries
+                 WHERE claimed_by IS NOT NULL AND status = 'pending' AND next_attempt_at > ?3
+                 GROUP BY webhook_id
+             ) l ON l.webhook_id = c.webhook_id
+             WHERE c.n <= ?6 - COALESCE(l.live, 0))
          RETURNING id",
     )
     .bind(&claim.node)
@@ -33,6 +45,7 @@ pub async fn claim(conn: &mut SqliteConnection, claim: Claim) -> StoreResult<Vec
     .bind(claim.now)
     .bind(json_list(&claim.exclude_webhooks))
     .bind(i64::from(claim.limit))
+    .bind(i64::from(claim.per_webhook_concurrency))
     .fetch_all(conn)
     .await
     .map_err(map_err)?;

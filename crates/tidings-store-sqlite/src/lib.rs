@@ -100,7 +100,6 @@ impl SqliteStore {
             work,
         })
     }
-
 }
 
 #[async_trait]

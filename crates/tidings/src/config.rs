@@ -29,6 +29,10 @@ pub struct Settings {
     pub operator_webhook_url: String,
     pub operator_webhook_secret: String,
     pub public_url: String,
+    pub database_pool_size: u32,
+    pub database_statement_timeout_s: u64,
+    pub claim_lease_s: u64,
+    pub node_name: String,
 }
 
 impl std::fmt::Debug for Settings {
@@ -54,6 +58,13 @@ impl std::fmt::Debug for Settings {
             .field("retention_interval_s", &self.retention_interval_s)
             .field("operator_webhook_url", &self.operator_webhook_url)
             .field("public_url", &self.public_url)
+            .field("database_pool_size", &self.database_pool_size)
+            .field(
+                "database_statement_timeout_s",
+                &self.database_statement_timeout_s,
+            )
+            .field("claim_lease_s", &self.claim_lease_s)
+            .field("node_name", &self.node_name)
             .field(
                 "operator_webhook_secret",
                 &if self.operator_webhook_secret.is_empty() {
@@ -67,7 +78,7 @@ impl std::fmt::Debug for Settings {
 }
 
 /// Every setting's name, as read from `TIDINGS_<NAME>` environment variables.
-const SETTING_NAMES: [&str; 16] = [
+const SETTING_NAMES: [&str; 20] = [
     "listen",
     "database_url",
     "sqlite_synchronous_full",
@@ -84,6 +95,10 @@ const SETTING_NAMES: [&str; 16] = [
     "operator_webhook_url",
     "operator_webhook_secret",
     "public_url",
+    "database_pool_size",
+    "database_statement_timeout_s",
+    "claim_lease_s",
+    "node_name",
 ];
 
 /// Values given as flags; only those present override the layers below.
@@ -100,6 +115,30 @@ pub struct FlagOverrides {
 }
 
 impl Settings {
+    /// Whether storage is PostgreSQL (shared by several nodes) rather than the embedded SQLite file.
+    pub fn uses_postgres(&self) -> bool {
+        self.database_url.starts_with("postgres")
+    }
+
+    /// This process's name in claims: `node_name`, else the host name, plus a random suffix so two
+    /// processes (or one restarted) never share a name.
+    pub fn node_id(&self) -> String {
+        let base = if self.node_name.is_empty() {
+            std::fs::read_to_string("/etc/hostname")
+                .map(|name| name.trim().to_owned())
+                .unwrap_or_default()
+        } else {
+            self.node_name.clone()
+        };
+        let suffix = uuid::Uuid::now_v7().simple().to_string();
+        let suffix = &suffix[suffix.len() - 8..];
+        if base.is_empty() {
+            format!("node-{suffix}")
+        } else {
+            format!("{base}-{suffix}")
+        }
+    }
+
     /// Loads and validates the layered settings.
     pub fn load(config_file: Option<&Path>, flags: FlagOverrides) -> anyhow::Result<Self> {
         let mut figment = Figment::from(Toml::string(DEFAULTS));
@@ -165,11 +204,26 @@ impl Settings {
             tidings_core::webhook::validate_url(&self.public_url, any_target)
                 .map_err(|e| anyhow::anyhow!("public_url: {e}"))?;
         }
-        if !self.database_url.starts_with("sqlite:") {
+        if !(self.database_url.starts_with("sqlite:")
+            || self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://"))
+        {
             anyhow::bail!(
-                "database_url must be sqlite://PATH (got `{}`)",
+                "database_url must be sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE (got `{}`)",
                 self.database_url.split('@').next_back().unwrap_or_default()
             );
+        }
+        if self.database_pool_size == 0 || self.database_pool_size > 1000 {
+            anyhow::bail!("database_pool_size must be between 1 and 1000");
+        }
+        if self.database_statement_timeout_s == 0 {
+            anyhow::bail!("database_statement_timeout_s must be at least 1");
+        }
+        if !(3..=3600).contains(&self.claim_lease_s) {
+            anyhow::bail!("claim_lease_s must be between 3 and 3600");
+        }
+        if self.node_name.len() > 200 {
+            anyhow::bail!("node_name must be at most 200 characters");
         }
         Ok(())
     }

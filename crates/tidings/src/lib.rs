@@ -65,9 +65,16 @@ impl Application {
         let dispatcher = Dispatcher::new(
             dyn_store.clone(),
             DispatcherConfig {
-                node: format!("node-{}", uuid::Uuid::now_v7().simple()),
+                node: settings.node_id(),
+                lease_ms: i64::try_from(settings.claim_lease_s.saturating_mul(1000))
+                    .unwrap_or(i64::MAX),
                 retry_schedule: settings.retry_schedule.clone(),
                 per_webhook_concurrency: settings.per_webhook_concurrency,
+                per_webhook_claims: if settings.uses_postgres() {
+                    settings.per_webhook_concurrency
+                } else {
+                    settings.per_webhook_concurrency.saturating_mul(4)
+                },
                 max_in_flight: settings.max_in_flight,
                 allow_private_targets: settings.allow_private_targets,
                 health: HealthPolicy {

@@ -23,7 +23,7 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn workspace_and_key_commands_print_only_what_scripts_need() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let database = format!("sqlite://{}", dir.path().join("cli.db").display());
+    let database = crate::helpers::database_url(dir.path());
 
     let created = tidings(&["workspace", "create", "Acme", "--database-url", &database]);
     assert!(created.status.success(), "{}", text(&created.stderr));
@@ -63,7 +63,7 @@ fn workspace_and_key_commands_print_only_what_scripts_need() {
 #[test]
 fn bad_input_is_a_message_and_a_failing_exit_code() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let database = format!("sqlite://{}", dir.path().join("cli.db").display());
+    let database = crate::helpers::database_url(dir.path());
     let cases: [(&[&str], &str); 5] = [
         (
             &[
@@ -104,7 +104,7 @@ fn bad_input_is_a_message_and_a_failing_exit_code() {
             "level-precedence",
         ),
         (
-            &["serve", "--database-url", "postgres://nowhere/db"],
+            &["serve", "--database-url", "mysql://nowhere/db"],
             "database_url",
         ),
     ];

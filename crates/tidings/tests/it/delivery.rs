@@ -682,7 +682,7 @@ async fn private_literal_target_stored_before_a_policy_change_is_refused_at_deli
     // The URL passed creation under a permissive policy; the server is then restarted on the same
     // database with private targets refused. Delivery must check again, not trust creation.
     let db_dir = tempfile::tempdir().expect("tempdir");
-    let database_url = format!("sqlite://{}", db_dir.path().join("shared.db").display());
+    let database_url = crate::helpers::database_url(db_dir.path());
     let receiver = Receiver::start().await;
 
     let first_url = database_url.clone();

@@ -11,13 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Receiver, Reply, free_port};
+use crate::helpers::{Receiver, Reply, database_url, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tidings");
-
-fn database_url(dir: &Path) -> String {
-    format!("sqlite://{}", dir.join("tidings.db").display())
-}
 
 /// Creates an operator key with the CLI, the way an operator does before the first start.
 fn create_operator_key(dir: &Path) -> String {

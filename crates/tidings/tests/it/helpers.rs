@@ -135,13 +135,43 @@ pub struct TestApp {
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// Whether these tests run against PostgreSQL (`TIDINGS_TEST_BACKEND=postgres`) instead of SQLite.
+pub fn on_postgres() -> bool {
+    std::env::var("TIDINGS_TEST_BACKEND").is_ok_and(|backend| backend == "postgres")
+}
+
+/// The database of test servers started in `dir`: a SQLite file there, or a new database on the
+/// test PostgreSQL cluster. Every call with the same `dir` names the same database.
+pub fn database_url(dir: &std::path::Path) -> String {
+    let memo = dir.join("database-url");
+    if let Ok(url) = std::fs::read_to_string(&memo) {
+        return url;
+    }
+    let url = if on_postgres() {
+        // Callers may be sync code inside a single-threaded test runtime: create it elsewhere.
+        std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(tidings_testkit::postgres::fresh_database())
+        })
+        .join()
+        .expect("a test database")
+    } else {
+        format!("sqlite://{}", dir.join("tidings.db").display())
+    };
+    std::fs::write(&memo, &url).expect("remember the test database");
+    url
+}
+
 /// Settings for a test server: loopback, a fresh database, private http targets allowed.
 pub fn test_settings(dir: &std::path::Path) -> Settings {
     let mut settings = Settings::load(
         None,
         FlagOverrides {
             listen: Some("127.0.0.1:0".parse().expect("addr")),
-            database_url: Some(format!("sqlite://{}", dir.join("tidings.db").display())),
+            database_url: Some(database_url(dir)),
             allow_private_targets: Some(true),
             allow_http_targets: Some(true),
         },
