@@ -110,6 +110,9 @@ pub async fn load_claimed(pool: &SqlitePool, ids: &[String]) -> StoreResult<Vec<
 
 /// Records attempts and moves deliveries on, only where this node still holds the claim; keeps
 /// endpoint health and the latency rollup, disables failing webhooks, queues notifications.
+///
+/// Health and latency are folded per webhook and written once per batch: a busy webhook's outcomes
+/// cost one row update each, not three.
 pub async fn record(
     conn: &mut SqliteConnection,
     node: String,
@@ -117,6 +120,8 @@ pub async fn record(
     policy: HealthPolicy,
 ) -> StoreResult<()> {
     let now = now_millis();
+    let mut latency: HashMap<(String, i64, i64), i64> = HashMap::new();
+    let mut health: HashMap<String, Vec<HealthStep>> = HashMap::new();
     for outcome in outcomes {
         let (status, next_at) = match outcome.next {
             NextState::Delivered => ("delivered", None),
@@ -146,37 +151,19 @@ pub async fn record(
         };
         let number: i64 = updated.try_get("attempts").map_err(map_err)?;
         insert_attempt(&mut *conn, &outcome.delivery_id, number, attempt).await?;
-        add_latency(&mut *conn, &outcome.webhook_id, attempt).await?;
+        let bucket = i64::try_from(stats::bucket(attempt.duration_ms)).unwrap_or(0);
+        *latency
+            .entry((
+                outcome.webhook_id.clone(),
+                stats::hour_of(attempt.started_at),
+                bucket,
+            ))
+            .or_default() += 1;
 
-        let disable = match outcome.next {
-            NextState::Delivered => {
-                sqlx::query(
-                    "UPDATE webhooks SET failing_since = NULL, failures_since_success = 0, last_success_at = ?
-                     WHERE id = ?",
-                )
-                .bind(now)
-                .bind(&outcome.webhook_id)
-                .execute(&mut *conn)
-                .await
-                .map_err(map_err)?;
-                None
-            }
+        let step = match outcome.next {
+            NextState::Delivered => HealthStep::Success,
             _ => {
                 let reason = failure_reason(attempt);
-                let health = sqlx::query(
-                    "UPDATE webhooks SET failing_since = COALESCE(failing_since, ?),
-                         failures_since_success = failures_since_success + 1, last_failure_at = ?,
-                         last_failure_reason = ?
-                     WHERE id = ?
-                     RETURNING failing_since, failures_since_success",
-                )
-                .bind(attempt.started_at)
-                .bind(now)
-                .bind(&reason)
-                .bind(&outcome.webhook_id)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(map_err)?;
                 if outcome.next == NextState::Failed && policy.notify_operator {
                     let payload = serde_json::json!({
                         "workspace_id": updated.try_get::<String, _>("workspace_id").map_err(map_err)?,
@@ -192,34 +179,34 @@ pub async fn record(
                     enqueue_notification(&mut *conn, "tidings.delivery.failed", &payload, now)
                         .await?;
                 }
-                match (outcome.disable_webhook.clone(), health) {
-                    (Some(reason), _) => Some(reason),
-                    (None, Some(health)) => {
-                        let since: Option<i64> =
-                            health.try_get("failing_since").map_err(map_err)?;
-                        let failures: i64 =
-                            health.try_get("failures_since_success").map_err(map_err)?;
-                        match since {
-                            Some(since)
-                                if now - since >= policy.auto_disable_after_ms
-                                    && failures >= i64::from(policy.auto_disable_min_failures) =>
-                            {
-                                Some(format!(
-                                    "failing: every attempt failed since {} ({failures} attempts; last: {reason})",
-                                    tidings_core::format_rfc3339(since)
-                                ))
-                            }
-                            _ => None,
-                        }
-                    }
-                    (None, None) => None,
+                HealthStep::Failure {
+                    started_at: attempt.started_at,
+                    reason,
+                    disable: outcome.disable_webhook.clone(),
                 }
             }
         };
-        if let Some(reason) = disable {
+        health.entry(outcome.webhook_id).or_default().push(step);
+    }
+
+    for ((webhook_id, hour, bucket), attempts) in latency {
+        sqlx::query(
+            "INSERT INTO attempt_latency (webhook_id, hour, bucket, attempts) VALUES (?, ?, ?, ?)
+             ON CONFLICT (webhook_id, hour, bucket) DO UPDATE SET attempts = attempts + excluded.attempts",
+        )
+        .bind(webhook_id)
+        .bind(hour)
+        .bind(bucket)
+        .bind(attempts)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    }
+    for (webhook_id, steps) in health {
+        if let Some(reason) = apply_health(&mut *conn, &webhook_id, &steps, &policy, now).await? {
             disable_webhook(
                 &mut *conn,
-                &outcome.webhook_id,
+                &webhook_id,
                 &reason,
                 now,
                 policy.notify_operator,
@@ -228,6 +215,90 @@ pub async fn record(
         }
     }
     Ok(())
+}
+
+/// One recorded attempt as endpoint health sees it.
+enum HealthStep {
+    Success,
+    Failure {
+        started_at: UnixMillis,
+        reason: String,
+        /// Set when the attempt itself disables the webhook (410 Gone).
+        disable: Option<String>,
+    },
+}
+
+/// Folds a batch's attempts (in order) into a webhook's health with one read and one write; returns
+/// why the webhook is to be disabled, if it is.
+async fn apply_health(
+    conn: &mut SqliteConnection,
+    webhook_id: &str,
+    steps: &[HealthStep],
+    policy: &HealthPolicy,
+    now: UnixMillis,
+) -> StoreResult<Option<String>> {
+    let Some(row) =
+        sqlx::query("SELECT failing_since, failures_since_success FROM webhooks WHERE id = ?")
+            .bind(webhook_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(map_err)?
+    else {
+        // Deleted while its attempts ran.
+        return Ok(None);
+    };
+    let mut failing_since: Option<i64> = row.try_get("failing_since").map_err(map_err)?;
+    let mut failures: i64 = row.try_get("failures_since_success").map_err(map_err)?;
+    let mut succeeded = false;
+    let mut last_failure: Option<&str> = None;
+    let mut disable = None;
+    for step in steps {
+        match step {
+            HealthStep::Success => {
+                failing_since = None;
+                failures = 0;
+                succeeded = true;
+            }
+            HealthStep::Failure {
+                started_at,
+                reason,
+                disable: now_disabled,
+            } => {
+                let since = *failing_since.get_or_insert(*started_at);
+                failures += 1;
+                last_failure = Some(reason);
+                if disable.is_none() {
+                    disable = now_disabled.clone().or_else(|| {
+                        (now - since >= policy.auto_disable_after_ms
+                            && failures >= i64::from(policy.auto_disable_min_failures))
+                        .then(|| {
+                            format!(
+                                "failing: every attempt failed since {} ({failures} attempts; last: {reason})",
+                                tidings_core::format_rfc3339(since)
+                            )
+                        })
+                    });
+                }
+            }
+        }
+    }
+    sqlx::query(
+        "UPDATE webhooks SET failing_since = ?1, failures_since_success = ?2,
+             last_success_at = CASE WHEN ?3 THEN ?4 ELSE last_success_at END,
+             last_failure_at = CASE WHEN ?5 IS NOT NULL THEN ?4 ELSE last_failure_at END,
+             last_failure_reason = COALESCE(?5, last_failure_reason)
+         WHERE id = ?6",
+    )
+    .bind(failing_since)
+    .bind(failures)
+    .bind(succeeded)
+    .bind(now)
+    .bind(last_failure)
+    .bind(webhook_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    Ok(disable)
 }
 
 /// A short sentence for why an attempt failed, as shown in summaries and notifications.
@@ -266,25 +337,6 @@ pub async fn insert_attempt(
     .bind(serde_json::to_string(&attempt.request_headers).unwrap_or_default())
     .bind(serde_json::to_string(&attempt.response_headers).unwrap_or_default())
     .execute(&mut *conn)
-    .await
-    .map_err(map_err)?;
-    Ok(())
-}
-
-async fn add_latency(
-    conn: &mut SqliteConnection,
-    webhook_id: &str,
-    attempt: &AttemptRecord,
-) -> StoreResult<()> {
-    let bucket = i64::try_from(stats::bucket(attempt.duration_ms)).unwrap_or(0);
-    sqlx::query(
-        "INSERT INTO attempt_latency (webhook_id, hour, bucket, attempts) VALUES (?, ?, ?, 1)
-         ON CONFLICT (webhook_id, hour, bucket) DO UPDATE SET attempts = attempts + 1",
-    )
-    .bind(webhook_id)
-    .bind(stats::hour_of(attempt.started_at))
-    .bind(bucket)
-    .execute(conn)
     .await
     .map_err(map_err)?;
     Ok(())
