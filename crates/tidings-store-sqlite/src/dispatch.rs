@@ -129,10 +129,14 @@ pub async fn record(
             NextState::RetryAt(at) => ("pending", Some(at)),
         };
         let attempt = &outcome.attempt;
+        // A retry of a webhook paused or disabled meanwhile is held (no due time) like its other
+        // waiting deliveries, until it is resumed or enabled.
         let updated = sqlx::query(
-            "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, claimed_by = NULL,
-                 last_status_code = ?, last_error_kind = ?, updated_at = ?
-             WHERE id = ? AND claimed_by = ?
+            "UPDATE deliveries SET status = ?1, attempts = attempts + 1, claimed_by = NULL,
+                 next_attempt_at = CASE WHEN EXISTS (SELECT 1 FROM webhooks w WHERE w.id = deliveries.webhook_id AND w.state = 'active')
+                                        THEN ?2 END,
+                 last_status_code = ?3, last_error_kind = ?4, updated_at = ?5
+             WHERE id = ?6 AND claimed_by = ?7
              RETURNING attempts, workspace_id, event_id, event_type",
         )
         .bind(status)

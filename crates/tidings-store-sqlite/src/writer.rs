@@ -106,9 +106,12 @@ pub fn spawn(pool: SqlitePool, work: Arc<Notify>) -> JobSender {
 async fn run(pool: SqlitePool, mut receiver: mpsc::Receiver<Job>, work: Arc<Notify>) {
     let mut jobs = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
     while receiver.recv_many(&mut jobs, MAX_JOBS_PER_COMMIT).await > 0 {
-        let published = jobs.iter().any(|job| matches!(job, Job::Publish(..)));
+        // New events are due at once, and recorded outcomes free claims a full lane was waiting on.
+        let wakes = jobs
+            .iter()
+            .any(|job| matches!(job, Job::Publish(..) | Job::Record(..)));
         commit(&pool, jobs.drain(..)).await;
-        if published {
+        if wakes {
             work.notify_one();
         }
     }

@@ -180,8 +180,9 @@ pub struct Claim {
     pub limit: u32,
     pub lease_ms: i64,
     pub exclude_webhooks: Vec<String>,
-    /// Most deliveries of one webhook claimed at once across every node sharing the store (a
-    /// shared backend enforces it in the claim; one process's lanes enforce it locally).
+    /// Most live (unexpired, unrecorded) claims one webhook may hold at once, across every node
+    /// sharing the store: a claim hands out at most enough of its deliveries to reach it. On a
+    /// shared store the dispatcher passes the webhook concurrency limit, so it holds across nodes.
     pub per_webhook_concurrency: u32,
 }
 
