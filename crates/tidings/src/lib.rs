@@ -13,6 +13,7 @@ use tidings_delivery::maintenance::{self, OperatorEndpoint};
 use tidings_delivery::{DeliveryClient, Dispatcher, DispatcherConfig};
 use tidings_server::{ApiSettings, AppState};
 use tidings_store::{HealthPolicy, Store};
+use tidings_store_postgres::{PostgresOptions, PostgresStore};
 use tidings_store_sqlite::{SqliteOptions, SqliteStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,16 @@ pub use config::Settings;
 
 /// Opens the configured storage, creating and migrating it.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    if settings.uses_postgres() {
+        let store = PostgresStore::open(&PostgresOptions {
+            url: settings.database_url.clone(),
+            max_connections: settings.database_pool_size,
+            statement_timeout: Duration::from_secs(settings.database_statement_timeout_s),
+            acquire_timeout: Duration::from_secs(5),
+        })
+        .await?;
+        return Ok(Arc::new(store));
+    }
     let store = SqliteStore::open(&SqliteOptions {
         url: settings.database_url.clone(),
         synchronous_full: settings.sqlite_synchronous_full,

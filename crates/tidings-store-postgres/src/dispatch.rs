@@ -1,0 +1,438 @@
+//! Claiming due deliveries across nodes, renewing and releasing claims, and storing attempts.
+//!
+//! Several nodes claim from one table at once. Candidates are locked with `FOR UPDATE SKIP LOCKED`,
+//! so two nodes never take one delivery; then one gate row per candidate webhook is locked, in
+//! webhook id order, and under that lock each webhook's live claims are counted and its rate
+//! tokens spent, so the per-webhook concurrency and rate limits hold for all nodes together.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use sqlx::{PgConnection, PgPool, Row};
+use tidings_core::{UnixMillis, now_millis};
+use tidings_store::*;
+
+use crate::errors::{TxResult, retrying};
+use crate::{map_err, rows, wake};
+
+/// A delivery this node has just claimed, before its event is read.
+struct Picked {
+    id: String,
+    attempts: i64,
+    event_id: String,
+    webhook_id: String,
+}
+
+/// A candidate webhook's gate, locked for the rest of the claim.
+struct Gate {
+    rate_per_s: Option<i64>,
+    tokens: f64,
+    updated_at: i64,
+}
+
+impl Gate {
+    /// The tokens in the bucket at `now`: refilled at the rate since the last claim, up to one
+    /// second's worth.
+    fn tokens_at(&self, rate: i64, now: UnixMillis) -> f64 {
+        let rate = rate as f64;
+        let elapsed = (now - self.updated_at).max(0) as f64;
+        (self.tokens + elapsed * rate / 1000.0).min(rate)
+    }
+}
+
+/// Claims due deliveries of active webhooks for `claim.node`; the claim's end becomes the
+/// delivery's due time.
+pub async fn claim(pool: &PgPool, claim: &Claim) -> StoreResult<Vec<ClaimedDelivery>> {
+    if claim.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut claimed = retrying("claiming due deliveries", move || claim_once(pool, claim)).await?;
+    if let Claimed::GatesMissing(webhook_ids) = claimed {
+        // Only webhooks stored without a gate (none are: every webhook is created with one) get
+        // here; theirs are made outside the claim, so no claim ever waits on another's insert.
+        add_gates(pool, &webhook_ids).await?;
+        claimed = retrying("claiming due deliveries", move || claim_once(pool, claim)).await?;
+    }
+    match claimed {
+        Claimed::Picked(picked, webhooks) if !picked.is_empty() => {
+            load_claimed(pool, picked, webhooks).await
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+async fn add_gates(pool: &PgPool, webhook_ids: &[String]) -> StoreResult<()> {
+    let found = sqlx::query("SELECT * FROM webhooks WHERE id = ANY($1)")
+        .bind(webhook_ids)
+        .fetch_all(pool)
+        .await
+        .map_err(map_err)?;
+    for row in &found {
+        let webhook = rows::webhook(row)?;
+        sqlx::query(
+            "INSERT INTO webhook_gates (webhook_id, rate_per_s) VALUES ($1, $2)
+             ON CONFLICT (webhook_id) DO NOTHING",
+        )
+        .bind(&webhook.id)
+        .bind(webhook.spec.rate_limit_per_s.map(i64::from))
+        .execute(pool)
+        .await
+        .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+enum Claimed {
+    Picked(Vec<Picked>, HashMap<String, Arc<Webhook>>),
+    GatesMissing(Vec<String>),
+}
+
+async fn claim_once(pool: &PgPool, claim: &Claim) -> TxResult<Claimed> {
+    let concurrency = i64::from(claim.per_webhook_concurrency.max(1));
+    let mut tx = pool.begin().await?;
+    // Due deliveries, oldest due first, skipping any another node is claiming right now. A claim
+    // whose lease ran out is due again and is taken over here. Webhooks already at their
+    // concurrency limit or out of rate tokens are left out, so they cannot fill the batch with
+    // deliveries that would not be taken (the bucket is worked out as `Gate::tokens_at` does, in the
+    // same floating point).
+    let candidates: Vec<(String, String)> = sqlx::query_as(
+        "SELECT d.id, d.webhook_id FROM deliveries d
+         WHERE d.status = 'pending' AND d.next_attempt_at <= $1
+           AND NOT (d.webhook_id = ANY($2))
+           AND NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.state != 'active')
+           AND d.webhook_id NOT IN (
+               SELECT c.webhook_id FROM deliveries c
+               WHERE c.claimed_by IS NOT NULL AND c.status = 'pending' AND c.next_attempt_at > $1
+               GROUP BY c.webhook_id HAVING COUNT(*) >= $3)
+           AND NOT EXISTS (
+               SELECT 1 FROM webhook_gates g
+               WHERE g.webhook_id = d.webhook_id AND g.rate_per_s IS NOT NULL
+                 AND LEAST(g.rate_per_s::FLOAT8,
+                           g.rate_tokens + GREATEST($1 - g.rate_updated_at, 0)::FLOAT8 * g.rate_per_s::FLOAT8 / 1000::FLOAT8) < 1)
+         ORDER BY d.next_attempt_at
+         LIMIT $4
+         FOR UPDATE OF d SKIP LOCKED",
+    )
+    .bind(claim.now)
+    .bind(&claim.exclude_webhooks)
+    .bind(concurrency)
+    .bind(i64::from(claim.limit))
+    .fetch_all(&mut *tx)
+    .await?;
+    if candidates.is_empty() {
+        tx.rollback().await?;
+        return Ok(Claimed::Picked(Vec::new(), HashMap::new()));
+    }
+    let mut webhook_ids: Vec<String> = candidates.iter().map(|(_, w)| w.clone()).collect();
+    webhook_ids.sort_unstable();
+    webhook_ids.dedup();
+
+    // Gates are locked in webhook id order on every node, so claims serialize per webhook without
+    // deadlocking each other. The webhooks are read here too, for the attempts.
+    let gate_rows = sqlx::query(
+        "SELECT g.webhook_id, g.rate_per_s, g.rate_tokens, g.rate_updated_at, w.*
+         FROM webhook_gates g JOIN webhooks w ON w.id = g.webhook_id
+         WHERE g.webhook_id = ANY($1)
+         ORDER BY g.webhook_id
+         FOR UPDATE OF g",
+    )
+    .bind(&webhook_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut gates: HashMap<String, Gate> = HashMap::with_capacity(gate_rows.len());
+    let mut webhooks: HashMap<String, Arc<Webhook>> = HashMap::with_capacity(gate_rows.len());
+    for row in &gate_rows {
+        let webhook = rows::webhook(row)?;
+        gates.insert(
+            webhook.id.clone(),
+            Gate {
+                rate_per_s: row.try_get("rate_per_s")?,
+                tokens: row.try_get("rate_tokens")?,
+                updated_at: row.try_get("rate_updated_at")?,
+            },
+        );
+        webhooks.insert(webhook.id.clone(), Arc::new(webhook));
+    }
+    if gates.len() < webhook_ids.len() {
+        let missing: Vec<String> = webhook_ids
+            .into_iter()
+            .filter(|id| !gates.contains_key(id))
+            .collect();
+        // A webhook deleted since the candidates were read has no deliveries any more either.
+        let exists: Vec<String> = sqlx::query_scalar("SELECT id FROM webhooks WHERE id = ANY($1)")
+            .bind(&missing)
+            .fetch_all(&mut *tx)
+            .await?;
+        if !exists.is_empty() {
+            tx.rollback().await?;
+            return Ok(Claimed::GatesMissing(exists));
+        }
+    }
+
+    // Claims committed by other nodes before they released these gates are counted here.
+    let live: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
+        "SELECT webhook_id, COUNT(*) FROM deliveries
+         WHERE webhook_id = ANY($1) AND claimed_by IS NOT NULL AND status = 'pending' AND next_attempt_at > $2
+         GROUP BY webhook_id",
+    )
+    .bind(gates.keys().map(String::as_str).collect::<Vec<_>>())
+    .bind(claim.now)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+
+    // What each webhook may still take: its free concurrency, and its whole rate tokens.
+    let mut allowance: HashMap<&str, i64> = HashMap::with_capacity(gates.len());
+    for (webhook_id, gate) in &gates {
+        let mut free = concurrency - live.get(webhook_id).copied().unwrap_or(0);
+        if let Some(rate) = gate.rate_per_s {
+            free = free.min(gate.tokens_at(rate, claim.now).floor() as i64);
+        }
+        allowance.insert(webhook_id, free.max(0));
+    }
+    let mut chosen: Vec<&str> = Vec::with_capacity(candidates.len());
+    let mut taken: BTreeMap<&str, i64> = BTreeMap::new();
+    for (id, webhook_id) in &candidates {
+        if let Some(left) = allowance.get_mut(webhook_id.as_str())
+            && *left > 0
+        {
+            *left -= 1;
+            *taken.entry(webhook_id.as_str()).or_default() += 1;
+            chosen.push(id);
+        }
+    }
+    if chosen.is_empty() {
+        tx.rollback().await?;
+        return Ok(Claimed::Picked(Vec::new(), HashMap::new()));
+    }
+
+    // Spend the rate tokens taken (only rate-limited webhooks' buckets change).
+    let mut spent_ids = Vec::new();
+    let mut spent_tokens = Vec::new();
+    let mut spent_at = Vec::new();
+    for (webhook_id, count) in &taken {
+        if let Some(gate) = gates.get(*webhook_id)
+            && let Some(rate) = gate.rate_per_s
+        {
+            spent_ids.push(*webhook_id);
+            spent_tokens.push(gate.tokens_at(rate, claim.now) - *count as f64);
+            spent_at.push(gate.updated_at.max(claim.now));
+        }
+    }
+    if !spent_ids.is_empty() {
+        sqlx::query(
+            "UPDATE webhook_gates g SET rate_tokens = s.tokens, rate_updated_at = s.at
+             FROM UNNEST($1::TEXT[], $2::DOUBLE PRECISION[], $3::BIGINT[]) AS s(webhook_id, tokens, at)
+             WHERE g.webhook_id = s.webhook_id",
+        )
+        .bind(&spent_ids)
+        .bind(&spent_tokens)
+        .bind(&spent_at)
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    let updated = sqlx::query(
+        "UPDATE deliveries SET claimed_by = $1, next_attempt_at = $2
+         WHERE id = ANY($3)
+         RETURNING id, attempts, event_id, webhook_id",
+    )
+    .bind(&claim.node)
+    .bind(claim.now + claim.lease_ms)
+    .bind(&chosen)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+
+    let mut by_id: HashMap<String, Picked> = HashMap::with_capacity(updated.len());
+    for row in updated {
+        let picked = Picked {
+            id: row.try_get("id")?,
+            attempts: row.try_get("attempts")?,
+            event_id: row.try_get("event_id")?,
+            webhook_id: row.try_get("webhook_id")?,
+        };
+        by_id.insert(picked.id.clone(), picked);
+    }
+    // In due order, as chosen.
+    let picked = chosen.iter().filter_map(|id| by_id.remove(*id)).collect();
+    Ok(Claimed::Picked(picked, webhooks))
+}
+
+/// Reads the events of claimed deliveries; events shared by several deliveries are read and held
+/// once, as are webhooks (read in the claim).
+async fn load_claimed(
+    pool: &PgPool,
+    picked: Vec<Picked>,
+    webhooks: HashMap<String, Arc<Webhook>>,
+) -> StoreResult<Vec<ClaimedDelivery>> {
+    let mut event_ids: Vec<&str> = picked.iter().map(|p| p.event_id.as_str()).collect();
+    event_ids.sort_unstable();
+    event_ids.dedup();
+    let rows =
+        sqlx::query("SELECT id, event_type, occurred_at, data FROM events WHERE id = ANY($1)")
+            .bind(&event_ids)
+            .fetch_all(pool)
+            .await
+            .map_err(map_err)?;
+    let mut events: HashMap<String, (String, UnixMillis, Arc<str>)> =
+        HashMap::with_capacity(rows.len());
+    for row in rows {
+        let data: String = row.try_get("data").map_err(map_err)?;
+        events.insert(
+            row.try_get("id").map_err(map_err)?,
+            (
+                row.try_get("event_type").map_err(map_err)?,
+                row.try_get("occurred_at").map_err(map_err)?,
+                Arc::from(data),
+            ),
+        );
+    }
+    let mut claimed = Vec::with_capacity(picked.len());
+    for delivery in picked {
+        // Deleted since the claim (with its webhook or workspace): nothing to attempt.
+        let (Some(webhook), Some((event_type, occurred_at, data))) = (
+            webhooks.get(&delivery.webhook_id),
+            events.get(&delivery.event_id),
+        ) else {
+            continue;
+        };
+        claimed.push(ClaimedDelivery {
+            delivery_id: delivery.id,
+            attempts: u32::try_from(delivery.attempts).unwrap_or(0),
+            event_id: delivery.event_id,
+            event_type: event_type.clone(),
+            occurred_at: *occurred_at,
+            data: data.clone(),
+            webhook: webhook.clone(),
+        });
+    }
+    Ok(claimed)
+}
+
+/// PostgreSQL text cannot hold NUL characters, which an endpoint's response (or an error built from
+/// it) may contain; they are stored as U+FFFD so the outcome is still recorded.
+pub fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// Inserts attempts (delivery id, attempt number, record) in one statement.
+pub async fn insert_attempts(
+    conn: &mut PgConnection,
+    attempts: &[(&str, i64, &AttemptRecord)],
+) -> TxResult<()> {
+    if attempts.is_empty() {
+        return Ok(());
+    }
+    let mut delivery_ids = Vec::with_capacity(attempts.len());
+    let mut numbers = Vec::with_capacity(attempts.len());
+    let mut started = Vec::with_capacity(attempts.len());
+    let mut durations = Vec::with_capacity(attempts.len());
+    let mut codes = Vec::with_capacity(attempts.len());
+    let mut kinds = Vec::with_capacity(attempts.len());
+    let mut messages = Vec::with_capacity(attempts.len());
+    let mut excerpts = Vec::with_capacity(attempts.len());
+    let mut request_headers = Vec::with_capacity(attempts.len());
+    let mut response_headers = Vec::with_capacity(attempts.len());
+    for (delivery_id, number, attempt) in attempts {
+        delivery_ids.push(*delivery_id);
+        numbers.push(*number);
+        started.push(attempt.started_at);
+        durations.push(attempt.duration_ms);
+        codes.push(attempt.status_code.map(i64::from));
+        kinds.push(attempt.error_kind.map(|k| k.as_str()));
+        messages.push(attempt.error_message.as_deref().map(storable));
+        excerpts.push(attempt.response_excerpt.as_deref().map(storable));
+        // JSON escapes NUL, so headers are always storable.
+        request_headers.push(serde_json::to_string(&attempt.request_headers).unwrap_or_default());
+        response_headers.push(serde_json::to_string(&attempt.response_headers).unwrap_or_default());
+    }
+    sqlx::query(
+        "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error_kind, error_message,
+                               response_excerpt, request_headers, response_headers)
+         SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[], $6::TEXT[],
+                              $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[])",
+    )
+    .bind(&delivery_ids)
+    .bind(&numbers)
+    .bind(&started)
+    .bind(&durations)
+    .bind(&codes)
+    .bind(&kinds)
+    .bind(&messages)
+    .bind(&excerpts)
+    .bind(&request_headers)
+    .bind(&response_headers)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Gives back claimed deliveries, due at once; returns whether any was given back (every node has
+/// then been told).
+pub async fn release(pool: &PgPool, node: &str, ids: &[String]) -> StoreResult<bool> {
+    // One statement, so one commit: the notification goes out with it, only if something changed.
+    let released: i64 = sqlx::query_scalar(
+        "WITH released AS (
+             UPDATE deliveries SET claimed_by = NULL, next_attempt_at = $1
+             WHERE claimed_by = $2 AND status = 'pending' AND id = ANY($3)
+             RETURNING 1)
+         SELECT (SELECT COUNT(*) FROM (SELECT pg_notify($4, '') FROM released LIMIT 1) AS told)",
+    )
+    .bind(now_millis())
+    .bind(node)
+    .bind(ids)
+    .bind(wake::CHANNEL)
+    .fetch_one(pool)
+    .await
+    .map_err(map_err)?;
+    Ok(released > 0)
+}
+
+pub async fn renew(
+    pool: &PgPool,
+    node: &str,
+    ids: &[String],
+    until: UnixMillis,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE deliveries SET next_attempt_at = GREATEST(next_attempt_at, $1)
+         WHERE claimed_by = $2 AND status = 'pending' AND id = ANY($3)",
+    )
+    .bind(until)
+    .bind(node)
+    .bind(ids)
+    .execute(pool)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub async fn next_due_at(pool: &PgPool) -> StoreResult<Option<UnixMillis>> {
+    // Held deliveries (paused or disabled webhooks) have no due time, so this reads one index entry.
+    sqlx::query_scalar(
+        "SELECT next_attempt_at FROM deliveries
+         WHERE status = 'pending' AND next_attempt_at IS NOT NULL
+         ORDER BY next_attempt_at LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await
+    .map_err(map_err)
+}
+
+pub async fn count_pending(pool: &PgPool) -> StoreResult<u64> {
+    // Counted as due plus held, so each half is read from its own partial index.
+    let count: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND next_attempt_at IS NOT NULL)
+              + (SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND next_attempt_at IS NULL)",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(map_err)?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}

@@ -1,0 +1,239 @@
+//! Publishing events with their deliveries, and reading events back.
+
+use std::collections::HashSet;
+
+use sqlx::{PgConnection, PgPool};
+use tidings_core::now_millis;
+use tidings_store::*;
+
+use crate::errors::{TxResult, retrying};
+use crate::{dispatch, map_err, rows, wake};
+
+/// Stores events and all their deliveries in one transaction; returns what was published and
+/// whether any delivery is due (every node has then been told).
+pub async fn publish(pool: &PgPool, events: &[NewEvent]) -> StoreResult<(Vec<Published>, bool)> {
+    retrying("publishing events", move || async move {
+        let mut tx = pool.begin().await?;
+        let mut published = Vec::with_capacity(events.len());
+        let mut any_due = false;
+        for event in events {
+            if let Some(key) = &event.idempotency_key
+                && let Some(earlier) = claim_idempotency_key(&mut tx, event, key).await?
+            {
+                published.push(earlier);
+                continue;
+            }
+            insert_event(&mut tx, event).await?;
+            let (delivery_ids, due) = insert_deliveries(&mut tx, event).await?;
+            any_due |= due;
+            published.push(Published {
+                event_id: event.id.clone(),
+                delivery_ids,
+                duplicate: false,
+            });
+        }
+        if any_due {
+            wake::notify_nodes(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok((published, any_due))
+    })
+    .await
+}
+
+/// Takes the idempotency key for `event`, or returns the earlier event still holding it. Two
+/// publishes racing with one key meet on the key's primary key: the second waits for the first to
+/// commit, then finds the key taken and returns the first event.
+async fn claim_idempotency_key(
+    conn: &mut PgConnection,
+    event: &NewEvent,
+    key: &str,
+) -> TxResult<Option<Published>> {
+    // An expired key is taken over; a live one is left alone (but locked until this commit, so
+    // retention cannot delete it under us).
+    let taken: Option<String> = sqlx::query_scalar(
+        "INSERT INTO idempotency_keys (workspace_id, idempotency_key, event_id, expires_at)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (workspace_id, idempotency_key) DO UPDATE
+             SET event_id = EXCLUDED.event_id, expires_at = EXCLUDED.expires_at
+             WHERE idempotency_keys.expires_at <= $5
+         RETURNING event_id",
+    )
+    .bind(&event.workspace_id)
+    .bind(key)
+    .bind(&event.id)
+    .bind(event.idempotency_until)
+    .bind(event.received_at)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if taken.is_some() {
+        return Ok(None);
+    }
+    let event_id: String = sqlx::query_scalar(
+        "SELECT event_id FROM idempotency_keys WHERE workspace_id = $1 AND idempotency_key = $2",
+    )
+    .bind(&event.workspace_id)
+    .bind(key)
+    .fetch_one(&mut *conn)
+    .await?;
+    let delivery_ids =
+        sqlx::query_scalar("SELECT id FROM deliveries WHERE event_id = $1 ORDER BY id")
+            .bind(&event_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(Some(Published {
+        event_id,
+        delivery_ids,
+        duplicate: true,
+    }))
+}
+
+async fn insert_event(conn: &mut PgConnection, event: &NewEvent) -> TxResult<()> {
+    sqlx::query(
+        "INSERT INTO events (id, workspace_id, event_type, occurred_at, received_at, data, campaign_id, client_id,
+                 agent_id, category_id, idempotency_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(&event.id)
+    .bind(&event.workspace_id)
+    .bind(&event.event_type)
+    .bind(event.occurred_at)
+    .bind(event.received_at)
+    .bind(&event.data)
+    .bind(&event.scope.campaign_id)
+    .bind(&event.scope.client_id)
+    .bind(&event.scope.agent_id)
+    .bind(&event.scope.category_id)
+    .bind(&event.idempotency_key)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Inserts an event's deliveries in one statement, whatever the fan-out; returns the ids stored
+/// (in the order given) and whether any is due.
+async fn insert_deliveries(
+    conn: &mut PgConnection,
+    event: &NewEvent,
+) -> TxResult<(Vec<String>, bool)> {
+    if event.deliveries.is_empty() {
+        return Ok((Vec::new(), false));
+    }
+    let ids: Vec<&str> = event.deliveries.iter().map(|d| d.id.as_str()).collect();
+    let webhooks: Vec<&str> = event
+        .deliveries
+        .iter()
+        .map(|d| d.webhook_id.as_str())
+        .collect();
+    let statuses: Vec<&str> = event.deliveries.iter().map(|d| d.status.as_str()).collect();
+    // A webhook deleted since fan-out read it simply gets no delivery (the key-share lock waits for
+    // a delete in progress, which then drops the row instead of failing the foreign key). One
+    // disabled since then (fan-out's view may be a few seconds old) gets a skipped delivery, never a
+    // pending one; a paused one's delivery is held: pending with no due time, out of the claim's way.
+    let inserted: Vec<(String, bool)> = sqlx::query_as(
+        "INSERT INTO deliveries (id, workspace_id, event_id, webhook_id, event_type, status, next_attempt_at,
+                                 created_at, updated_at)
+         SELECT n.id, $1, $2, n.webhook_id, $3,
+                CASE WHEN w.state = 'disabled' THEN 'skipped' ELSE n.status END,
+                CASE WHEN w.state = 'active' AND n.status = 'pending' THEN $4::BIGINT ELSE NULL END, $4, $4
+         FROM UNNEST($5::TEXT[], $6::TEXT[], $7::TEXT[]) WITH ORDINALITY AS n(id, webhook_id, status, ord)
+         JOIN webhooks w ON w.id = n.webhook_id
+         ORDER BY n.ord
+         FOR KEY SHARE OF w
+         RETURNING id, next_attempt_at IS NOT NULL",
+    )
+    .bind(&event.workspace_id)
+    .bind(&event.id)
+    .bind(&event.event_type)
+    .bind(event.received_at)
+    .bind(&ids)
+    .bind(&webhooks)
+    .bind(&statuses)
+    .fetch_all(&mut *conn)
+    .await?;
+    let due = inserted.iter().any(|(_, due)| *due);
+    let stored: HashSet<String> = inserted.into_iter().map(|(id, _)| id).collect();
+    let delivery_ids = event
+        .deliveries
+        .iter()
+        .filter(|d| stored.contains(&d.id))
+        .map(|d| d.id.clone())
+        .collect();
+    Ok((delivery_ids, due))
+}
+
+/// Stores a test send in one go: the event, its finished test delivery and the attempt.
+pub async fn insert_test_send(
+    pool: &PgPool,
+    event: &NewEvent,
+    outcome: &Outcome,
+) -> StoreResult<()> {
+    retrying("storing a test send", move || async move {
+        let mut tx = pool.begin().await?;
+        insert_event(&mut tx, event).await?;
+        let status = match outcome.next {
+            NextState::Delivered => "delivered",
+            NextState::Failed | NextState::RetryAt(_) => "failed",
+        };
+        let attempt = &outcome.attempt;
+        sqlx::query(
+            "INSERT INTO deliveries (id, workspace_id, event_id, webhook_id, event_type, status, attempts, next_attempt_at,
+                                     last_status_code, last_error_kind, is_test, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 1, NULL, $7, $8, TRUE, $9, $10)",
+        )
+        .bind(&outcome.delivery_id)
+        .bind(&event.workspace_id)
+        .bind(&event.id)
+        .bind(&outcome.webhook_id)
+        .bind(&event.event_type)
+        .bind(status)
+        .bind(attempt.status_code.map(i64::from))
+        .bind(attempt.error_kind.map(|k| k.as_str()))
+        .bind(event.received_at)
+        .bind(now_millis())
+        .execute(&mut *tx)
+        .await?;
+        dispatch::insert_attempts(&mut tx, &[(&outcome.delivery_id, 1, attempt)]).await?;
+        tx.commit().await?;
+        Ok(())
+    })
+    .await
+}
+
+pub async fn get_event(pool: &PgPool, workspace_id: &str, id: &str) -> StoreResult<Event> {
+    let row = sqlx::query("SELECT * FROM events WHERE id = $1 AND workspace_id = $2")
+        .bind(id)
+        .bind(workspace_id)
+        .fetch_one(pool)
+        .await
+        .map_err(map_err)?;
+    rows::event(&row)
+}
+
+/// Newest first; the cursor is the last id of the previous page.
+pub async fn list_events(
+    pool: &PgPool,
+    workspace_id: &str,
+    page: &Page,
+) -> StoreResult<Vec<Event>> {
+    let limit = i64::from(page.limit.clamp(1, 1000));
+    let rows = match &page.after {
+        Some(before) => sqlx::query(
+            "SELECT * FROM events WHERE workspace_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(workspace_id)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(pool)
+        .await,
+        None => {
+            sqlx::query("SELECT * FROM events WHERE workspace_id = $1 ORDER BY id DESC LIMIT $2")
+                .bind(workspace_id)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+        }
+    }
+    .map_err(map_err)?;
+    rows.iter().map(rows::event).collect()
+}

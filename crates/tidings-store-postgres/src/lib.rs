@@ -1,0 +1,372 @@
+//! The PostgreSQL store: several nodes share one database.
+//!
+//! Every call is its own short transaction on a pooled connection. What differs from the embedded
+//! SQLite store is what sharing needs: claims lock due deliveries with `SKIP LOCKED` and serialize
+//! per webhook on a gate row (so concurrency and rate limits hold across nodes), outcomes apply only
+//! where the recording node still holds the claim, nothing releases another node's claims (they run
+//! out by their lease), and writes that make work due wake every node through `LISTEN`/`NOTIFY`.
+
+mod catalog;
+mod dispatch;
+mod errors;
+mod events;
+mod ops;
+mod reads;
+mod record;
+mod rows;
+mod tenants;
+mod wake;
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection};
+use tidings_core::UnixMillis;
+use tidings_core::catalog::EventTypeDef;
+use tidings_store::*;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+pub(crate) use errors::map_err;
+
+/// How to reach the database.
+#[derive(Clone)]
+pub struct PostgresOptions {
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+    /// Most connections this node opens for storage (one more is kept for listening).
+    pub max_connections: u32,
+    /// Longest any one statement may run.
+    pub statement_timeout: Duration,
+    /// Longest a call waits for a free connection; short, so the API answers 503 quickly while the
+    /// database is down.
+    pub acquire_timeout: Duration,
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("url", &redacted(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish()
+    }
+}
+
+/// The URL with any password replaced, for logs and errors.
+fn redacted(url: &str) -> String {
+    match PgConnectOptions::from_str(url) {
+        Ok(options) => describe(&options),
+        Err(_) => "(not a valid PostgreSQL URL)".to_owned(),
+    }
+}
+
+/// Where a connection goes, without credentials: `host:port/database`.
+fn describe(options: &PgConnectOptions) -> String {
+    format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or(options.get_username())
+    )
+}
+
+/// The PostgreSQL-backed store.
+pub struct PostgresStore {
+    pool: PgPool,
+    /// Holds the one connection that listens for work notifications.
+    listen_pool: PgPool,
+    work: Arc<Notify>,
+    listener: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl PostgresStore {
+    /// Connects, brings the schema up to date (migrations take an advisory lock, so several nodes
+    /// starting at once are safe) and starts listening for work from other nodes.
+    pub async fn open(options: &PostgresOptions) -> StoreResult<Self> {
+        let base = PgConnectOptions::from_str(&options.url)
+            .map_err(|e| StoreError::Unavailable(format!("the PostgreSQL URL is not valid: {e}")))?
+            .application_name("tidings");
+        let target = describe(&base);
+        let unreachable = |e: sqlx::Error| {
+            StoreError::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}"))
+        };
+        let timeout_ms = options.statement_timeout.as_millis().to_string();
+        let connect = base
+            .clone()
+            .options([("statement_timeout", timeout_ms.as_str())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.acquire_timeout)
+            .test_before_acquire(true)
+            .connect_with(connect.clone())
+            .await
+            .map_err(unreachable)?;
+        // Migrations get a connection of their own with no statement timeout: one may run long,
+        // and other nodes wait for its advisory lock.
+        let mut migrating = base.connect().await.map_err(unreachable)?;
+        let migrated = sqlx::migrate!("./migrations").run(&mut migrating).await;
+        if let Err(error) = migrating.close().await {
+            tracing::debug!(%error, "closing the migration connection failed");
+        }
+        migrated.map_err(|e| {
+            StoreError::Internal(format!(
+                "migrating the PostgreSQL database at {target} failed: {e}"
+            ))
+        })?;
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.acquire_timeout)
+            .test_before_acquire(true)
+            .connect_lazy_with(connect);
+        let work = Arc::new(Notify::new());
+        let listener = tokio::spawn(wake::listen(listen_pool.clone(), work.clone()));
+        Ok(Self {
+            pool,
+            listen_pool,
+            work,
+            listener: Mutex::new(Some(listener)),
+        })
+    }
+
+    fn listener(&self) -> std::sync::MutexGuard<'_, Option<JoinHandle<()>>> {
+        self.listener
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn create_workspace(&self, workspace: &Workspace) -> StoreResult<()> {
+        tenants::create_workspace(&self.pool, workspace).await
+    }
+    async fn get_workspace(&self, id: &str) -> StoreResult<Workspace> {
+        tenants::get_workspace(&self.pool, id).await
+    }
+    async fn list_workspaces(&self, page: &Page) -> StoreResult<Vec<Workspace>> {
+        tenants::list_workspaces(&self.pool, page).await
+    }
+    async fn update_workspace(&self, workspace: &Workspace) -> StoreResult<()> {
+        tenants::update_workspace(&self.pool, workspace).await
+    }
+    async fn delete_workspace(&self, id: &str) -> StoreResult<()> {
+        tenants::delete_workspace(&self.pool, id).await
+    }
+
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        tenants::create_api_key(&self.pool, key).await
+    }
+    async fn get_api_key(&self, id: &str) -> StoreResult<ApiKey> {
+        tenants::get_api_key(&self.pool, id).await
+    }
+    async fn list_api_keys(&self, workspace_id: Option<&str>) -> StoreResult<Vec<ApiKey>> {
+        tenants::list_api_keys(&self.pool, workspace_id).await
+    }
+    async fn revoke_api_key(&self, id: &str, at: UnixMillis) -> StoreResult<()> {
+        tenants::revoke_api_key(&self.pool, id, at).await
+    }
+
+    async fn list_custom_event_types(&self) -> StoreResult<Vec<EventTypeDef>> {
+        catalog::list(&self.pool).await
+    }
+    async fn put_custom_event_type(&self, def: &EventTypeDef, at: UnixMillis) -> StoreResult<()> {
+        catalog::put(&self.pool, def, at).await
+    }
+
+    async fn create_webhook(&self, webhook: &Webhook) -> StoreResult<()> {
+        tenants::create_webhook(&self.pool, webhook).await
+    }
+    async fn get_webhook(&self, workspace_id: &str, id: &str) -> StoreResult<Webhook> {
+        tenants::get_webhook(&self.pool, workspace_id, id).await
+    }
+    async fn list_webhooks(&self, workspace_id: &str, page: &Page) -> StoreResult<Vec<Webhook>> {
+        tenants::list_webhooks(&self.pool, workspace_id, Some(page)).await
+    }
+    async fn workspace_webhooks(&self, workspace_id: &str) -> StoreResult<Vec<Webhook>> {
+        tenants::list_webhooks(&self.pool, workspace_id, None).await
+    }
+    async fn update_webhook(&self, webhook: &Webhook) -> StoreResult<()> {
+        if tenants::update_webhook(&self.pool, webhook).await? {
+            self.work.notify_one();
+        }
+        Ok(())
+    }
+    async fn enable_webhook(
+        &self,
+        workspace_id: &str,
+        id: &str,
+        at: UnixMillis,
+    ) -> StoreResult<()> {
+        tenants::enable_webhook(&self.pool, workspace_id, id, at).await?;
+        self.work.notify_one();
+        Ok(())
+    }
+    async fn delete_webhook(&self, workspace_id: &str, id: &str) -> StoreResult<()> {
+        tenants::delete_webhook(&self.pool, workspace_id, id).await
+    }
+
+    async fn publish(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Published>> {
+        let (published, _) = events::publish(&self.pool, &events).await?;
+        self.work.notify_one();
+        Ok(published)
+    }
+    async fn get_event(&self, workspace_id: &str, id: &str) -> StoreResult<Event> {
+        events::get_event(&self.pool, workspace_id, id).await
+    }
+    async fn list_events(&self, workspace_id: &str, page: &Page) -> StoreResult<Vec<Event>> {
+        events::list_events(&self.pool, workspace_id, page).await
+    }
+
+    async fn claim_due(&self, claim: &Claim) -> StoreResult<Vec<ClaimedDelivery>> {
+        dispatch::claim(&self.pool, claim).await
+    }
+    async fn release(&self, node: &str, delivery_ids: &[String]) -> StoreResult<()> {
+        dispatch::release(&self.pool, node, delivery_ids).await?;
+        self.work.notify_one();
+        Ok(())
+    }
+    async fn renew_claims(
+        &self,
+        node: &str,
+        delivery_ids: &[String],
+        until: UnixMillis,
+    ) -> StoreResult<()> {
+        dispatch::renew(&self.pool, node, delivery_ids, until).await
+    }
+    async fn record_outcomes(
+        &self,
+        node: &str,
+        outcomes: Vec<Outcome>,
+        policy: &HealthPolicy,
+    ) -> StoreResult<()> {
+        record::record(&self.pool, node, &outcomes, policy).await
+    }
+    async fn record_test_send(&self, event: NewEvent, outcome: Outcome) -> StoreResult<()> {
+        events::insert_test_send(&self.pool, &event, &outcome).await
+    }
+    /// Releases nothing: other nodes sharing the database may be holding live claims, and a claim
+    /// left by a node that died becomes due again by itself when its lease runs out, when any node
+    /// takes it over.
+    async fn release_all_claims(&self) -> StoreResult<u64> {
+        Ok(0)
+    }
+    async fn next_due_at(&self) -> StoreResult<Option<UnixMillis>> {
+        dispatch::next_due_at(&self.pool).await
+    }
+    async fn count_pending(&self) -> StoreResult<u64> {
+        dispatch::count_pending(&self.pool).await
+    }
+
+    async fn list_deliveries(
+        &self,
+        workspace_id: &str,
+        filter: &DeliveryFilter,
+        page: &Page,
+    ) -> StoreResult<Vec<Delivery>> {
+        reads::list_deliveries(&self.pool, workspace_id, filter, page).await
+    }
+    async fn get_delivery(&self, workspace_id: &str, id: &str) -> StoreResult<Delivery> {
+        reads::get_delivery(&self.pool, workspace_id, id).await
+    }
+    async fn list_attempts(&self, delivery_id: &str) -> StoreResult<Vec<Attempt>> {
+        reads::list_attempts(&self.pool, delivery_id).await
+    }
+    async fn event_deliveries(
+        &self,
+        workspace_id: &str,
+        event_id: &str,
+    ) -> StoreResult<Vec<Delivery>> {
+        reads::event_deliveries(&self.pool, workspace_id, event_id).await
+    }
+
+    async fn retry_delivery(
+        &self,
+        workspace_id: &str,
+        id: &str,
+        at: UnixMillis,
+    ) -> StoreResult<Delivery> {
+        let (delivery, _) = ops::retry_delivery(&self.pool, workspace_id, id, at).await?;
+        self.work.notify_one();
+        Ok(delivery)
+    }
+    async fn retrigger(
+        &self,
+        workspace_id: &str,
+        filter: &RetriggerFilter,
+        limit: u32,
+        at: UnixMillis,
+    ) -> StoreResult<u64> {
+        let count = ops::retrigger(&self.pool, workspace_id, filter, limit, at).await?;
+        if count > 0 {
+            self.work.notify_one();
+        }
+        Ok(count)
+    }
+    async fn webhook_summary(
+        &self,
+        webhook_id: &str,
+        since: UnixMillis,
+        until: UnixMillis,
+    ) -> StoreResult<SummaryData> {
+        ops::webhook_summary(&self.pool, webhook_id, since, until).await
+    }
+    async fn purge_finished(&self, before: UnixMillis, limit: u32) -> StoreResult<u64> {
+        ops::purge_finished(&self.pool, before, limit).await
+    }
+    async fn claim_notifications(
+        &self,
+        now: UnixMillis,
+        limit: u32,
+        lease_ms: i64,
+    ) -> StoreResult<Vec<Notification>> {
+        ops::claim_notifications(&self.pool, now, limit, lease_ms).await
+    }
+    async fn finish_notification(&self, id: &str, retry_at: Option<UnixMillis>) -> StoreResult<()> {
+        ops::finish_notification(&self.pool, id, retry_at).await
+    }
+
+    async fn server_value(&self, name: &str, make: Vec<u8>) -> StoreResult<Vec<u8>> {
+        // The first node to insert wins; every other node reads its value.
+        sqlx::query(
+            "INSERT INTO server_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(make)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        sqlx::query_scalar("SELECT value FROM server_settings WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)
+    }
+
+    fn work_signal(&self) -> Arc<Notify> {
+        self.work.clone()
+    }
+
+    async fn close(&self) {
+        let listener = self.listener().take();
+        if let Some(listener) = listener {
+            listener.abort();
+            // Aborted (or already ended): its connection has been given back either way.
+            let _ = listener.await;
+        }
+        self.listen_pool.close().await;
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,75 @@
+//! Waking every node's dispatcher when work becomes due: writes that make deliveries due send a
+//! notification on one channel inside their transaction (PostgreSQL delivers it at commit, to every
+//! node listening), and each node's listener task turns notifications into a local wake-up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::Notify;
+
+use crate::errors::TxResult;
+
+/// The channel every node listens on.
+pub const CHANNEL: &str = "tidings_work";
+
+/// The first pause before connecting again after the listening connection was lost; it doubles up
+/// to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Tells every node (this one included, through its listener) that work may be due, once the
+/// surrounding transaction commits.
+pub async fn notify_nodes(conn: &mut PgConnection) -> TxResult<()> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Listens for work notifications until the task is aborted, reconnecting with backoff whenever
+/// the connection is lost (PostgreSQL restarted). Notifications sent while disconnected are lost,
+/// so the dispatcher is woken after every reconnection to look for due work itself.
+pub async fn listen(pool: PgPool, work: Arc<Notify>) {
+    let mut backoff = FIRST_BACKOFF;
+    let mut lost = false;
+    loop {
+        match subscribe(&pool).await {
+            Ok(mut listener) => {
+                if lost {
+                    tracing::info!("listening for due work from other nodes again");
+                }
+                work.notify_one();
+                backoff = FIRST_BACKOFF;
+                let error = loop {
+                    match listener.try_recv().await {
+                        Ok(Some(_)) => work.notify_one(),
+                        // The connection was lost and the listener has already reconnected.
+                        Ok(None) => {
+                            tracing::warn!(
+                                "the connection listening for due work was lost and made again"
+                            );
+                            work.notify_one();
+                        }
+                        Err(error) => break error,
+                    }
+                };
+                tracing::error!(%error, "lost the connection listening for due work from other nodes; reconnecting");
+            }
+            Err(error) => {
+                tracing::error!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot listen for due work from other nodes; retrying");
+            }
+        }
+        lost = true;
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}

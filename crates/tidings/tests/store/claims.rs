@@ -1,0 +1,363 @@
+//! Stories about claiming due work: limits, exclusions, leases, renewals and releases.
+
+use std::collections::BTreeSet;
+
+use tidings_core::webhook::WebhookState;
+use tidings_store::*;
+
+use crate::backends::{Backend, Kind};
+use crate::fixtures::*;
+use crate::publish::AWKWARD_DATA;
+
+pub async fn claim_due_respects_limit_exclusions_and_due_time(backend: Backend) {
+    let store = backend.open().await;
+    let store = store.as_ref();
+    let home = workspace(store).await;
+    let first = webhook(store, &home.id, WebhookState::Active).await;
+    let second = webhook(store, &home.id, WebhookState::Active).await;
+    let start = now();
+    let first_due = publish_many(store, &first, 3, start - 5_000).await;
+    let second_due = publish_many(store, &second, 3, start - 5_000).await;
+    let later = start + 60_000;
+    let first_later = publish_many(store, &first, 1, later).await;
+    assert_eq!(
+        store.next_due_at().await.expect("next due"),
+        Some(start - 5_000)
+    );
+
+    let only_first = |limit| Claim {
+        exclude_webhooks: vec![second.id.clone()],
+        ..claim("node-a", start, limit)
+    };
+    let batch = claim_due(store, &only_first(2)).await;
+    assert_eq!(batch.len(), 2, "at most `limit`");
+    let rest = claim_due(store, &only_first(10)).await;
+    assert_eq!(rest.len(), 1, "the future delivery is not due yet");
+    let mut claimed_first = ids_of(&batch);
+    claimed_first.extend(ids_of(&rest));
+    assert_eq!(sorted(claimed_first), sorted(first_due));
+
+    let only_second = Claim {
+        exclude_webhooks: vec![first.id.clone()],
+        ..claim("node-a", start, 10)
+    };
+    let batch = claim_due(store, &only_second).await;
+    assert_eq!(ids_of(&batch), sorted(second_due));
+    assert!(batch.iter().all(|c| c.webhook.id == second.id));
+
+    assert!(
+        claim_due(store, &claim("node-b", start, 10))
+            .await
+            .is_empty(),
+        "claimed deliveries are not claimable again within their lease"
+    );
+    // Once its time comes (and before any lease above runs out), the future delivery is claimed.
+    let batch = claim_due(store, &claim("node-b", later, 10)).await;
+    assert_eq!(ids_of(&batch), first_later);
+    assert!(
+        claim_due(store, &claim("node-b", later, 10))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        store.count_pending().await.expect("count pending"),
+        7,
+        "claimed deliveries are still pending"
+    );
+}
+
+pub async fn claimed_delivery_carries_event_and_webhook(backend: Backend) {
+    let store = backend.open().await;
+    let store = store.as_ref();
+    let home = workspace(store).await;
+    let hook = webhook(store, &home.id, WebhookState::Active).await;
+    let received_at = now() - 1_000;
+    let mut event = new_event(&home.id, "deal.won.v1", received_at, &[&hook]);
+    event.data = AWKWARD_DATA.to_owned();
+    event.occurred_at = received_at - 12_345;
+    let published = publish(store, event.clone()).await;
+
+    let claimed = claim_due(store, &claim("node-a", now(), 10)).await;
+    assert_eq!(claimed.len(), 1);
+    let first = &claimed[0];
+    assert_eq!(first.delivery_id, published.delivery_ids[0]);
+    assert_eq!(first.attempts, 0);
+    assert_eq!(first.event_id, event.id);
+    assert_eq!(first.event_type, "deal.won.v1");
+    assert_eq!(first.occurred_at, received_at - 12_345);
+    assert_eq!(&*first.data, AWKWARD_DATA, "data byte for byte");
+    assert_eq!(*first.webhook, hook);
+
+    record(
+        store,
+        "node-a",
+        vec![failed(first, NextState::RetryAt(now()))],
+        &quiet_policy(),
+    )
+    .await;
+    let again = claim_due(store, &claim("node-a", now(), 10)).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery_id, first.delivery_id);
+    assert_eq!(again[0].attempts, 1, "one attempt made so far");
+    assert_eq!(&*again[0].data, AWKWARD_DATA);
+    assert_eq!(again[0].webhook.health.failures_since_success, 1);
+}
+
+pub async fn lease_expiry_hands_the_delivery_to_another_node(backend: Backend) {
+    let store = backend.open().await;
+    let store = store.as_ref();
+    let home = workspace(store).await;
+    let hook = webhook(store, &home.id, WebhookState::Active).await;
+    let ids = publish_many(store, &hook, 1, now() - 1_000).await;
+    let start = now();
+    let short = |node: &str, at| Claim {
+        lease_ms: 1_000,
+        ..claim(node, at, 10)
+    };
+    let by_a = claim_due(store, &short("node-a", start)).await;
+    assert_eq!(ids_of(&by_a), ids);
+    assert!(
+        claim_due(store, &short("node-b", start + 500))
+            .await
+            .is_empty(),
+        "not claimable within the lease"
+    );
+    let by_b = claim_due(store, &short("node-b", start + 1_001)).await;
+    assert_eq!(
+        ids_of(&by_b),
+        ids,
+        "claimable by another node once the lease ran out"
+    );
+    assert_eq!(by_b[0].attempts, 0);
+
+    // node-a's late outcome is ignored: it no longer holds the claim.
+    record(store, "node-a", vec![delivered(&by_a[0])], &quiet_policy()).await;
+    let untouched = delivery(store, &home.id, &ids[0]).await;
+    assert_eq!(untouched.status, DeliveryStatus::Pending);
+    assert_eq!(untouched.attempts, 0);
+    assert!(
+        store
+            .list_attempts(&ids[0])
+            .await
+            .expect("list attempts")
+            .is_empty()
+    );
+    assert_eq!(
+        webhook_now(store, &hook).await.health,
+        WebhookHealth::default(),
+        "an ignored outcome does not touch health"
+    );
+
+    record(store, "node-b", vec![delivered(&by_b[0])], &quiet_policy()).await;
+    let done = delivery(store, &home.id, &ids[0]).await;
+    assert_eq!(done.status, DeliveryStatus::Delivered);
+    assert_eq!(done.attempts, 1);
+    assert_eq!(
+        store
+            .list_attempts(&ids[0])
+            .await
+            .expect("list attempts")
+            .len(),
+        1
+    );
+}
+
+pub async fn renew_claims_pushes_the_lease_end(backend: Backend) {
+    let store = backend.open().await;
+    let store = store.as_ref();
+    let home = workspace(store).await;
+    let hook = webhook(store, &home.id, WebhookState::Active).await;
+    let ids = publish_many(store, &hook, 2, now() - 1_000).await;
+    let start = now();
+    let short = |node: &str, at| Claim {
+        lease_ms: 1_000,
+        ..claim(node, at, 10)
+    };
+    let by_a = claim_due(store, &short("node-a", start)).await;
+    assert_eq!(ids_of(&by_a), sorted(ids.clone()));
+    let (renewed, other) = (&ids[0], &ids[1]);
+
+    store
+        .renew_claims("node-a", std::slice::from_ref(renewed), start + 10_000)
+        .await
+        .expect("renew a claim");
+    // A renewal by a node that does not hold the claim changes nothing.
+    store
+        .renew_claims("node-b", std::slice::from_ref(other), start + 10_000)
+        .await
+        .expect("renew someone else's claim");
+    // A renewal never shortens a lease.
+    store
+        .renew_claims("node-a", std::slice::from_ref(renewed), start + 100)
+        .await
+        .expect("renew a claim to an earlier time");
+
+    let at_5s = claim_due(store, &claim("node-c", start + 5_000, 10)).await;
+    assert_eq!(
+        ids_of(&at_5s),
+        vec![other.clone()],
+        "only the unrenewed claim ran out"
+    );
+    assert!(
+        claim_due(store, &claim("node-c", start + 9_000, 10))
+            .await
+            .is_empty()
+    );
+    let at_10s = claim_due(store, &short("node-d", start + 10_001)).await;
+    assert_eq!(ids_of(&at_10s), vec![renewed.clone()]);
+}
+
+pub async fn release_makes_a_claimed_delivery_due_at_once(backend: Backend) {
+    let store = backend.open().await;
+    let store = store.as_ref();
+    let home = workspace(store).await;
+    let hook = webhook(store, &home.id, WebhookState::Active).await;
+    let ids = publish_many(store, &hook, 2, now() - 1_000).await;
+    let by_a = claim_due(store, &claim("node-a", now(), 10)).await;
+    assert_eq!(by_a.len(), 2);
+
+    // Only the holder can give a claim back.
+    store
+        .release("node-b", &ids)
+        .await
+        .expect("release someone else's claims");
+    assert!(
+        claim_due(store, &claim("node-c", now(), 10))
+            .await
+            .is_empty()
+    );
+
+    store
+        .release("node-a", std::slice::from_ref(&ids[0]))
+        .await
+        .expect("release a claim");
+    let released = delivery(store, &home.id, &ids[0]).await;
+    assert_eq!(released.status, DeliveryStatus::Pending);
+    assert_eq!(released.attempts, 0, "a release is not an attempt");
+    let due = released
+        .next_attempt_at
+        .expect("a released delivery is due");
+    assert!(due <= now());
+    assert_eq!(store.next_due_at().await.expect("next due"), Some(due));
+    let by_c = claim_due(store, &claim("node-c", now(), 10)).await;
+    assert_eq!(ids_of(&by_c), vec![ids[0].clone()]);
+    assert!(
+        store
+            .list_attempts(&ids[0])
+            .await
+            .expect("list attempts")
+            .is_empty()
+    );
+}
+
+pub async fn release_all_claims_depends_on_who_owns_the_store(backend: Backend) {
+    let store = backend.open().await;
+    let store = store.as_ref();
+    let home = workspace(store).await;
+    let hook = webhook(store, &home.id, WebhookState::Active).await;
+    publish_many(store, &hook, 3, now() - 1_000).await;
+    let by_a = claim_due(store, &claim("node-a", now(), 10)).await;
+    assert_eq!(by_a.len(), 3);
+    record(store, "node-a", vec![delivered(&by_a[0])], &quiet_policy()).await;
+    let held: BTreeSet<String> = by_a[1..].iter().map(|c| c.delivery_id.clone()).collect();
+
+    let released = store
+        .release_all_claims()
+        .await
+        .expect("release all claims");
+    let after = claim_due(store, &claim("node-b", now(), 10)).await;
+    match backend.kind() {
+        // One process owns an SQLite file: every earlier claim is released at start-up.
+        Kind::Sqlite => {
+            assert_eq!(released, 2);
+            assert_eq!(
+                after
+                    .iter()
+                    .map(|c| c.delivery_id.clone())
+                    .collect::<BTreeSet<_>>(),
+                held
+            );
+        }
+        // A shared database releases none: other nodes may still hold them.
+        Kind::Postgres => {
+            assert_eq!(released, 0);
+            assert!(after.is_empty());
+        }
+    }
+}
+
+pub async fn publish_and_release_wake_the_work_signal(backend: Backend) {
+    let store = backend.open().await;
+    let store = store.as_ref();
+    let home = workspace(store).await;
+    let hook = webhook(store, &home.id, WebhookState::Active).await;
+    let signal = store.work_signal();
+    assert!(
+        wakes(&signal, async {
+            publish(
+                store,
+                new_event(&home.id, "lead.created.v1", now(), &[&hook]),
+            )
+            .await;
+        })
+        .await,
+        "a publish wakes the work signal"
+    );
+    let claimed = claim_due(store, &claim("node-a", now(), 10)).await;
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        wakes(&signal, async {
+            store
+                .release("node-a", &ids_of(&claimed))
+                .await
+                .expect("release");
+        })
+        .await,
+        "a release wakes the work signal"
+    );
+}
+
+pub async fn claim_due_caps_live_claims_per_webhook(backend: Backend) {
+    let store = backend.open().await;
+    let store = store.as_ref();
+    let home = workspace(store).await;
+    let busy = webhook(store, &home.id, WebhookState::Active).await;
+    let quiet = webhook(store, &home.id, WebhookState::Active).await;
+    publish_many(store, &busy, 10, now() - 1_000).await;
+    publish_many(store, &quiet, 2, now() - 1_000).await;
+    let start = now();
+    let capped = |at| Claim {
+        per_webhook_concurrency: 3,
+        lease_ms: 1_000,
+        ..claim("node-a", at, 100)
+    };
+    let count_for = |claimed: &[ClaimedDelivery], hook: &Webhook| {
+        claimed.iter().filter(|c| c.webhook.id == hook.id).count()
+    };
+
+    let first = claim_due(store, &capped(start)).await;
+    assert_eq!(count_for(&first, &busy), 3, "at most 3 of one webhook");
+    assert_eq!(count_for(&first, &quiet), 2);
+    assert!(claim_due(store, &capped(start)).await.is_empty());
+
+    // An outcome frees one place.
+    let busy_claim = first
+        .iter()
+        .find(|c| c.webhook.id == busy.id)
+        .expect("a claim of the busy webhook");
+    record(
+        store,
+        "node-a",
+        vec![delivered(busy_claim)],
+        &quiet_policy(),
+    )
+    .await;
+    let next = claim_due(store, &capped(start)).await;
+    assert_eq!(count_for(&next, &busy), 1);
+    assert_eq!(next.len(), 1);
+
+    // Claims whose lease ran out no longer count.
+    let later = claim_due(store, &capped(start + 1_001)).await;
+    assert_eq!(count_for(&later, &busy), 3);
+    assert_eq!(count_for(&later, &quiet), 2);
+}
