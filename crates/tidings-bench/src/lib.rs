@@ -40,6 +40,8 @@ pub struct Config {
     pub backlog_batch: usize,
     /// The longest any wait for deliveries may take before the run fails.
     pub wait_limit: Duration,
+    /// Also run the end-to-end and latency phases on a throwaway, durable PostgreSQL cluster.
+    pub postgres: bool,
 }
 
 impl Config {
@@ -64,6 +66,7 @@ impl Config {
             isolation_duration: Duration::from_secs(15),
             backlog_events: 1_000_000,
             backlog_batch: 1000,
+            postgres: true,
             wait_limit: Duration::from_secs(600),
         }
     }
@@ -81,6 +84,7 @@ impl Config {
             isolation_rate: 100,
             isolation_duration: Duration::from_secs(1),
             backlog_events: 2000,
+            postgres: true,
             wait_limit: Duration::from_secs(60),
             ..Self::full(tidings_binary)
         }

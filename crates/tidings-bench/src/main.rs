@@ -33,6 +33,9 @@ struct Cli {
     /// Events of the end-to-end phase (default 50,000; --quick 500).
     #[arg(long)]
     e2e_events: Option<usize>,
+    /// Skip the PostgreSQL rows (they need the PostgreSQL server binaries installed).
+    #[arg(long)]
+    no_postgres: bool,
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,7 @@ fn real_main() -> anyhow::Result<()> {
         Config::full(binary)
     };
     config.progress = !cli.no_progress;
+    config.postgres = !cli.no_postgres;
     if let Some(backlog) = cli.backlog {
         config.backlog_events = backlog;
     }

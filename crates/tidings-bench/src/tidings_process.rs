@@ -1,4 +1,5 @@
-//! The Tidings under test: the real `tidings` binary as a separate process on a fresh SQLite file.
+//! The Tidings under test: the real `tidings` binary as a separate process on a fresh SQLite file or
+//! a fresh PostgreSQL database.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,14 +16,22 @@ pub struct TidingsProcess {
 }
 
 impl TidingsProcess {
-    /// Creates a fresh database with an operator key, starts `serve` on a free loopback port and
-    /// waits until it answers `/healthz`.
+    /// Creates a fresh SQLite database with an operator key, starts `serve` on a free loopback port
+    /// and waits until it answers `/healthz`.
     pub async fn start(binary: &Path) -> anyhow::Result<Self> {
+        Self::start_on(binary, None).await
+    }
+
+    /// As `start`, on `database_url` when given (an empty PostgreSQL database) instead of SQLite.
+    pub async fn start_on(binary: &Path, database_url: Option<&str>) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("tidings-bench-")
             .tempdir()
             .context("cannot create a temporary directory")?;
-        let database_url = format!("sqlite://{}", dir.path().join("bench.db").display());
+        let database_url = database_url.map_or_else(
+            || format!("sqlite://{}", dir.path().join("bench.db").display()),
+            str::to_owned,
+        );
         let output = Command::new(binary)
             .args([
                 "key",

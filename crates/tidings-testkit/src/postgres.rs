@@ -23,6 +23,7 @@ pub struct Cluster {
     /// Data directory, socket directory and log; deleted with the cluster.
     dir: Option<tempfile::TempDir>,
     as_postgres: bool,
+    durable: bool,
 }
 
 fn is_root() -> bool {
@@ -68,9 +69,15 @@ fn free_port() -> Result<u16, String> {
 }
 
 impl Cluster {
-    /// Creates and starts a new cluster; it is stopped and deleted when dropped, and by a watchdog
-    /// when `watch_pid` (default: this process) exits.
+    /// Creates and starts a new cluster tuned for tests (no fsync); it is stopped and deleted when
+    /// dropped, and by a watchdog when `watch_pid` (default: this process) exits.
     pub fn start_new(watch_pid: Option<u32>) -> Result<Self, String> {
+        Self::start_new_with(watch_pid, false)
+    }
+
+    /// As `start_new`; `durable` keeps PostgreSQL's default durability (fsync, synchronous commit),
+    /// as a benchmark needs.
+    pub fn start_new_with(watch_pid: Option<u32>, durable: bool) -> Result<Self, String> {
         let bin = server_binaries()
             .ok_or("PostgreSQL server binaries not found (install the `postgresql` package)")?;
         let as_postgres = is_root();
@@ -89,6 +96,7 @@ impl Cluster {
             bin,
             dir: Some(dir),
             as_postgres,
+            durable,
         };
         let data = cluster.path().join("data");
         run(cluster
@@ -135,12 +143,14 @@ impl Cluster {
     /// Starts the server (again) on the same port and waits until it accepts connections.
     pub fn start(&self) -> Result<(), String> {
         let path = self.path();
-        let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=400 \
-             -c fsync=off -c full_page_writes=off -c synchronous_commit=off",
+        let mut options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=400",
             self.port,
             path.display()
         );
+        if !self.durable {
+            options.push_str(" -c fsync=off -c full_page_writes=off -c synchronous_commit=off");
+        }
         self.pg_ctl(&[
             "-o",
             &options,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{Setup, wait_for_requests};
+use super::{Backend, Setup, wait_for_requests};
 use crate::Config;
 use crate::receiver::Receiver;
 use crate::report::Report;
@@ -22,6 +22,7 @@ pub async fn run(
     setup: &Setup,
     receiver: &Receiver,
     ceiling: f64,
+    backend: Backend,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let ws = setup.api.create_workspace("bench end-to-end").await?;
@@ -75,7 +76,7 @@ pub async fn run(
     let elapsed = arrived.saturating_duration_since(started).as_secs_f64();
     let rate = total as f64 / elapsed;
     report.add(
-        "end-to-end",
+        &backend.row("end-to-end"),
         rate,
         "deliveries/s",
         format!(
@@ -83,12 +84,15 @@ pub async fn run(
         ),
     );
     report.add(
-        "end-to-end / ceiling",
+        &backend.row("end-to-end / ceiling"),
         100.0 * rate / ceiling,
         "%",
         "target ≥ 50 %",
     );
 
+    if backend == Backend::Postgres {
+        return Ok(());
+    }
     // Let the last outcomes be recorded before weighing the files.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let bytes = tidings.storage_bytes();

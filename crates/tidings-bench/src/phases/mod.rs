@@ -35,14 +35,67 @@ pub async fn run_all(config: &Config, report: &mut Report) -> anyhow::Result<()>
     {
         let mut tidings = TidingsProcess::start(&config.tidings_binary).await?;
         let setup = Setup::new(&tidings).await?;
-        end_to_end::run(config, &mut tidings, &setup, &receiver, ceiling, report).await?;
+        end_to_end::run(
+            config,
+            &mut tidings,
+            &setup,
+            &receiver,
+            ceiling,
+            Backend::Sqlite,
+            report,
+        )
+        .await?;
     }
 
     {
         // A fresh database: the end-to-end phase leaves a large WAL whose checkpoints would land here.
         let mut tidings = TidingsProcess::start(&config.tidings_binary).await?;
         let setup = Setup::new(&tidings).await?;
-        latency::run(config, &mut tidings, &setup, &receiver, report).await?;
+        latency::run(
+            config,
+            &mut tidings,
+            &setup,
+            &receiver,
+            Backend::Sqlite,
+            report,
+        )
+        .await?;
+    }
+
+    if config.postgres {
+        // A durable cluster (fsync, synchronous commit: PostgreSQL's defaults) on this machine.
+        let cluster = tidings_testkit::postgres::Cluster::start_new_with(None, true)
+            .map_err(|e| anyhow::anyhow!("cannot start PostgreSQL for the bench: {e}"))?;
+        for phase in ["end-to-end", "latency"] {
+            let url = cluster
+                .create_database()
+                .await
+                .map_err(anyhow::Error::msg)?;
+            let mut tidings = TidingsProcess::start_on(&config.tidings_binary, Some(&url)).await?;
+            let setup = Setup::new(&tidings).await?;
+            if phase == "end-to-end" {
+                end_to_end::run(
+                    config,
+                    &mut tidings,
+                    &setup,
+                    &receiver,
+                    ceiling,
+                    Backend::Postgres,
+                    report,
+                )
+                .await?;
+            } else {
+                latency::run(
+                    config,
+                    &mut tidings,
+                    &setup,
+                    &receiver,
+                    Backend::Postgres,
+                    report,
+                )
+                .await?;
+            }
+        }
     }
 
     {
@@ -78,6 +131,22 @@ pub async fn run_all(config: &Config, report: &mut Report) -> anyhow::Result<()>
             .map_or_else(|| "must be 0".to_owned(), |f| format!("last: {f}")),
     );
     Ok(())
+}
+
+/// The storage a phase runs on; PostgreSQL rows carry a suffix.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub(crate) fn row(self, name: &str) -> String {
+        match self {
+            Backend::Sqlite => name.to_owned(),
+            Backend::Postgres => format!("{name} (PostgreSQL)"),
+        }
+    }
 }
 
 /// What most phases share: the API client, the catalog example and a workspace.
