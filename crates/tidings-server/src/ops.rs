@@ -33,10 +33,19 @@ async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
     responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    state.store.ping().await.map_err(|e| {
-        tracing::warn!(error = %e, "readiness check failed");
-        ApiError::Unavailable
-    })?;
+    // A health checker gives up after a few seconds: an unreachable database must read as 503
+    // before that, not as a timeout.
+    match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            return Err(ApiError::Unavailable);
+        }
+        Err(_) => {
+            tracing::warn!("readiness check failed: storage did not answer within 2 s");
+            return Err(ApiError::Unavailable);
+        }
+    }
     Ok(Json(Health { status: "ready" }))
 }
 
