@@ -252,7 +252,11 @@ impl Store for PostgresStore {
         outcomes: Vec<Outcome>,
         policy: &HealthPolicy,
     ) -> StoreResult<()> {
-        record::record(&self.pool, node, &outcomes, policy).await
+        record::record(&self.pool, node, &outcomes, policy).await?;
+        // Recorded attempts free claims a full lane may be waiting on (other nodes poll for that:
+        // waking them on every batch would cost more than it saves).
+        self.work.notify_one();
+        Ok(())
     }
     async fn record_test_send(&self, event: NewEvent, outcome: Outcome) -> StoreResult<()> {
         events::insert_test_send(&self.pool, &event, &outcome).await

@@ -117,6 +117,9 @@ async fn record_once(
 ) -> TxResult<()> {
     let now = now_millis();
     let mut tx = pool.begin().await?;
+    // Webhooks first (the order every writer takes them in, before their deliveries): a pause or
+    // disable committed before this point is seen below, and one after it waits for this commit.
+    let mut endpoints = lock_endpoints(&mut tx, outcomes).await?;
     let applied = update_deliveries(&mut tx, node, outcomes, now).await?;
     if applied.is_empty() {
         tx.rollback().await?;
@@ -129,7 +132,6 @@ async fn record_once(
     insert_attempts(&mut tx, &attempts).await?;
     add_latency(&mut tx, &applied).await?;
 
-    let mut endpoints = lock_endpoints(&mut tx, &applied).await?;
     let mut queued = Vec::new();
     for applied in &applied {
         let outcome = applied.outcome;
@@ -213,7 +215,8 @@ async fn record_once(
 }
 
 /// Moves each delivery this node still holds to its new state, in one statement; returns the
-/// outcomes applied, in the order given.
+/// outcomes applied, in the order given. A retry of a webhook paused or disabled meanwhile is held
+/// (no due time) like its other waiting deliveries, until it is resumed or enabled.
 async fn update_deliveries<'a>(
     conn: &mut PgConnection,
     node: &str,
@@ -238,7 +241,9 @@ async fn update_deliveries<'a>(
         kinds.push(outcome.attempt.error_kind.map(|k| k.as_str()));
     }
     let rows = sqlx::query(
-        "UPDATE deliveries d SET status = u.status, attempts = d.attempts + 1, next_attempt_at = u.next_at,
+        "UPDATE deliveries d SET status = u.status, attempts = d.attempts + 1,
+             next_attempt_at = CASE WHEN EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.state = 'active')
+                                    THEN u.next_at END,
              claimed_by = NULL, last_status_code = u.code, last_error_kind = u.kind, updated_at = $1
          FROM UNNEST($2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::TEXT[])
              AS u(id, status, next_at, code, kind)
@@ -327,12 +332,9 @@ async fn add_latency(conn: &mut PgConnection, applied: &[Applied<'_>]) -> TxResu
 /// Locks the webhooks the outcomes are for, in id order, and reads their health.
 async fn lock_endpoints(
     conn: &mut PgConnection,
-    applied: &[Applied<'_>],
+    outcomes: &[&Outcome],
 ) -> TxResult<HashMap<String, Endpoint>> {
-    let mut ids: Vec<&str> = applied
-        .iter()
-        .map(|a| a.outcome.webhook_id.as_str())
-        .collect();
+    let mut ids: Vec<&str> = outcomes.iter().map(|o| o.webhook_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
     let rows = sqlx::query(
@@ -377,6 +379,10 @@ async fn save_health(
     let mut first_failure_after = Vec::with_capacity(endpoints.len());
     let mut reasons = Vec::with_capacity(endpoints.len());
     for (id, endpoint) in endpoints {
+        if !endpoint.succeeded && endpoint.last_failure_reason.is_none() {
+            // No outcome of this batch applied to it.
+            continue;
+        }
         ids.push(id.as_str());
         succeeded.push(endpoint.succeeded);
         failures_after.push(endpoint.failures_after);

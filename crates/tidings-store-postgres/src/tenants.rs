@@ -257,14 +257,6 @@ pub async fn update_webhook(pool: &PgPool, webhook: &Webhook) -> StoreResult<boo
         .execute(&mut *tx)
         .await?;
         expect_one(result.rows_affected())?;
-        sqlx::query(
-            "INSERT INTO webhook_gates (webhook_id, rate_per_s) VALUES ($1, $2)
-             ON CONFLICT (webhook_id) DO UPDATE SET rate_per_s = EXCLUDED.rate_per_s",
-        )
-        .bind(&webhook.id)
-        .bind(rate_per_s(webhook))
-        .execute(&mut *tx)
-        .await?;
         let now_active = before != webhook.state.as_str() && webhook.state == WebhookState::Active;
         if before != webhook.state.as_str() {
             hold_or_release(
@@ -275,6 +267,16 @@ pub async fn update_webhook(pool: &PgPool, webhook: &Webhook) -> StoreResult<boo
             )
             .await?;
         }
+        // The gate last: a claim holds its candidate deliveries while it waits for the gate, so
+        // taking the gate before those deliveries could deadlock with it.
+        sqlx::query(
+            "INSERT INTO webhook_gates (webhook_id, rate_per_s) VALUES ($1, $2)
+             ON CONFLICT (webhook_id) DO UPDATE SET rate_per_s = EXCLUDED.rate_per_s",
+        )
+        .bind(&webhook.id)
+        .bind(rate_per_s(webhook))
+        .execute(&mut *tx)
+        .await?;
         if now_active {
             wake::notify_nodes(&mut tx).await?;
         }
@@ -309,13 +311,28 @@ async fn hold_or_release(
 }
 
 pub async fn delete_webhook(pool: &PgPool, workspace_id: &str, id: &str) -> StoreResult<()> {
-    let result = sqlx::query("DELETE FROM webhooks WHERE id = $1 AND workspace_id = $2")
+    retrying("deleting a webhook", move || async move {
+        let mut tx = pool.begin().await?;
+        // Its deliveries before the webhook (and its gate, which goes with it): a claim holds its
+        // candidate deliveries while it waits for the gate, so the other order could deadlock.
+        sqlx::query(
+            "DELETE FROM deliveries d USING webhooks w
+             WHERE w.id = $1 AND w.workspace_id = $2 AND d.webhook_id = w.id",
+        )
         .bind(id)
         .bind(workspace_id)
-        .execute(pool)
-        .await
-        .map_err(map_err)?;
-    expect_one(result.rows_affected())
+        .execute(&mut *tx)
+        .await?;
+        let result = sqlx::query("DELETE FROM webhooks WHERE id = $1 AND workspace_id = $2")
+            .bind(id)
+            .bind(workspace_id)
+            .execute(&mut *tx)
+            .await?;
+        expect_one(result.rows_affected())?;
+        tx.commit().await?;
+        Ok(())
+    })
+    .await
 }
 
 pub async fn enable_webhook(

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use tidings_core::webhook::WebhookState;
 use tidings_store::*;
 use tidings_store_postgres::PostgresStore;
 
@@ -348,4 +349,115 @@ async fn the_rate_limit_bucket_is_shared_by_all_nodes() {
         .await
         .expect("claim");
     assert_eq!(unlimited.len(), 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claims_and_records_racing_webhook_changes_and_deletes_never_deadlock() {
+    let (url, a, b) = two_nodes().await;
+    let ws = workspace(&a).await;
+    let mut webhooks = Vec::new();
+    for i in 0..6 {
+        let webhook = rate_limited_webhook(&a, &ws.id, (i % 2 == 0).then_some(1_000)).await;
+        publish_many(&a, &webhook, 150, now() - 1_000).await;
+        webhooks.push(webhook);
+    }
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let claimer = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            for _ in 0..60 {
+                let claimed = a
+                    .claim_due(&claim("node-a", now(), 40))
+                    .await
+                    .expect("claim");
+                let ids: Vec<String> = claimed.into_iter().map(|c| c.delivery_id).collect();
+                a.release("node-a", &ids).await.expect("release");
+            }
+        })
+    };
+    let changer = {
+        let b = b.clone();
+        let webhooks = webhooks.clone();
+        tokio::spawn(async move {
+            for round in 0..10 {
+                for webhook in &webhooks[..4] {
+                    let mut changed = b
+                        .get_webhook(&webhook.workspace_id, &webhook.id)
+                        .await
+                        .expect("read");
+                    changed.state = if round % 2 == 0 {
+                        WebhookState::Paused
+                    } else {
+                        WebhookState::Active
+                    };
+                    changed.spec.rate_limit_per_s = Some(100 + round);
+                    b.update_webhook(&changed).await.expect("update");
+                }
+            }
+            for webhook in &webhooks[4..] {
+                b.delete_webhook(&webhook.workspace_id, &webhook.id)
+                    .await
+                    .expect("delete");
+            }
+        })
+    };
+    let recorder = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let policy = HealthPolicy {
+                notify_operator: true,
+                ..quiet_policy()
+            };
+            for round in 0..30 {
+                let claimed = b
+                    .claim_due(&claim("node-b", now(), 30))
+                    .await
+                    .expect("claim");
+                let outcomes = claimed
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        if i == 0 && round % 5 == 4 {
+                            Outcome {
+                                disable_webhook: Some("gone".to_owned()),
+                                ..outcome(c, Some(410), NextState::Failed)
+                            }
+                        } else {
+                            outcome(c, Some(503), NextState::RetryAt(now()))
+                        }
+                    })
+                    .collect();
+                b.record_outcomes("node-b", outcomes, &policy)
+                    .await
+                    .expect("record");
+                if round % 5 == 4
+                    && let Some(first) = claimed.first()
+                {
+                    b.enable_webhook(&first.webhook.workspace_id, &first.webhook.id, now())
+                        .await
+                        .or_else(|e| match e {
+                            StoreError::NotFound => Ok(()),
+                            other => Err(other),
+                        })
+                        .expect("enable");
+                }
+            }
+        })
+    };
+    claimer.await.expect("claimer");
+    changer.await.expect("changer");
+    recorder.await.expect("recorder");
+    // Deadlocks are retried, so they show only in the database's statistics, which a session
+    // reports when it ends.
+    a.close().await;
+    b.close().await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let look = inspect(&url).await;
+    let deadlocks: i64 = sqlx::query_scalar(
+        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(&look)
+    .await
+    .expect("read statistics");
+    assert_eq!(deadlocks, 0);
 }
