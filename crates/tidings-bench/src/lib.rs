@@ -42,6 +42,15 @@ pub struct Config {
     pub wait_limit: Duration,
     /// Also run the end-to-end and latency phases on a throwaway, durable PostgreSQL cluster.
     pub postgres: bool,
+    /// Run only these groups of phases (the ceiling always runs); empty: all.
+    pub only: Vec<String>,
+}
+
+impl Config {
+    /// Whether the group of phases named `group` runs.
+    pub fn runs(&self, group: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|g| g == group)
+    }
 }
 
 impl Config {
@@ -67,6 +76,7 @@ impl Config {
             backlog_events: 1_000_000,
             backlog_batch: 1000,
             postgres: true,
+            only: Vec::new(),
             wait_limit: Duration::from_secs(600),
         }
     }
@@ -85,6 +95,7 @@ impl Config {
             isolation_duration: Duration::from_secs(1),
             backlog_events: 2000,
             postgres: true,
+            only: Vec::new(),
             wait_limit: Duration::from_secs(60),
             ..Self::full(tidings_binary)
         }

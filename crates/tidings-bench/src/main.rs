@@ -36,6 +36,10 @@ struct Cli {
     /// Skip the PostgreSQL rows (they need the PostgreSQL server binaries installed).
     #[arg(long)]
     no_postgres: bool,
+    /// Run only these groups (comma-separated; the ceiling always runs): publish, end-to-end,
+    /// latency, postgres, fan-out (with isolation), backlog.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -61,6 +65,7 @@ fn real_main() -> anyhow::Result<()> {
     };
     config.progress = !cli.no_progress;
     config.postgres = !cli.no_postgres;
+    config.only = cli.only;
     if let Some(backlog) = cli.backlog {
         config.backlog_events = backlog;
     }

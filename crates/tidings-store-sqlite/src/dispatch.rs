@@ -1,6 +1,6 @@
 //! Claiming due deliveries, recording attempts, and releasing claims.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sqlx::{Row, SqliteConnection, SqlitePool};
@@ -120,41 +120,94 @@ pub async fn record(
     policy: HealthPolicy,
 ) -> StoreResult<()> {
     let now = now_millis();
+    // A delivery recorded twice in one batch keeps its first outcome: the first clears the claim,
+    // which the second would need.
+    let mut seen = HashSet::with_capacity(outcomes.len());
+    let outcomes: Vec<Outcome> = outcomes
+        .into_iter()
+        .filter(|o| seen.insert(o.delivery_id.clone()))
+        .collect();
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+
+    // One statement moves every delivery of the batch on, one stores every attempt: each statement
+    // is a round trip to SQLite's worker thread, so per-outcome statements would dominate.
+    type MoveRow<'a> = (&'a str, &'a str, Option<i64>, Option<u16>, Option<&'a str>);
+    let moves: Vec<MoveRow> = outcomes
+        .iter()
+        .map(|o| {
+            let (status, next_at) = match o.next {
+                NextState::Delivered => ("delivered", None),
+                NextState::Failed => ("failed", None),
+                NextState::RetryAt(at) => ("pending", Some(at)),
+            };
+            (
+                o.delivery_id.as_str(),
+                status,
+                next_at,
+                o.attempt.status_code,
+                o.attempt.error_kind.map(|k| k.as_str()),
+            )
+        })
+        .collect();
+    // A retry of a webhook paused or disabled meanwhile is held (no due time) like its other
+    // waiting deliveries, until it is resumed or enabled.
+    let updated = sqlx::query(
+        "UPDATE deliveries SET status = j.value->>1, attempts = attempts + 1, claimed_by = NULL,
+             next_attempt_at = CASE WHEN EXISTS (SELECT 1 FROM webhooks w WHERE w.id = deliveries.webhook_id AND w.state = 'active')
+                                    THEN j.value->>2 END,
+             last_status_code = j.value->>3, last_error_kind = j.value->>4, updated_at = ?2
+         FROM json_each(?1) j
+         WHERE deliveries.id = j.value->>0 AND deliveries.claimed_by = ?3
+         RETURNING deliveries.id, deliveries.attempts, deliveries.workspace_id, deliveries.event_id,
+                   deliveries.event_type",
+    )
+    .bind(crate::events::to_json(&moves)?)
+    .bind(now)
+    .bind(&node)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    let mut moved: HashMap<String, sqlx::sqlite::SqliteRow> = HashMap::with_capacity(updated.len());
+    for row in updated {
+        moved.insert(row.try_get("id").map_err(map_err)?, row);
+    }
+
+    type AttemptRow<'a> = (
+        &'a str,
+        i64,
+        i64,
+        i64,
+        Option<u16>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        String,
+        String,
+    );
+    let mut attempts: Vec<AttemptRow> = Vec::with_capacity(moved.len());
     let mut latency: HashMap<(String, i64, i64), i64> = HashMap::new();
     let mut health: HashMap<String, Vec<HealthStep>> = HashMap::new();
-    for outcome in outcomes {
-        let (status, next_at) = match outcome.next {
-            NextState::Delivered => ("delivered", None),
-            NextState::Failed => ("failed", None),
-            NextState::RetryAt(at) => ("pending", Some(at)),
-        };
-        let attempt = &outcome.attempt;
-        // A retry of a webhook paused or disabled meanwhile is held (no due time) like its other
-        // waiting deliveries, until it is resumed or enabled.
-        let updated = sqlx::query(
-            "UPDATE deliveries SET status = ?1, attempts = attempts + 1, claimed_by = NULL,
-                 next_attempt_at = CASE WHEN EXISTS (SELECT 1 FROM webhooks w WHERE w.id = deliveries.webhook_id AND w.state = 'active')
-                                        THEN ?2 END,
-                 last_status_code = ?3, last_error_kind = ?4, updated_at = ?5
-             WHERE id = ?6 AND claimed_by = ?7
-             RETURNING attempts, workspace_id, event_id, event_type",
-        )
-        .bind(status)
-        .bind(next_at)
-        .bind(attempt.status_code.map(i64::from))
-        .bind(attempt.error_kind.map(|k| k.as_str()))
-        .bind(now)
-        .bind(&outcome.delivery_id)
-        .bind(&node)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(map_err)?;
-        let Some(updated) = updated else {
+    for outcome in &outcomes {
+        let Some(updated) = moved.get(&outcome.delivery_id) else {
             tracing::warn!(delivery_id = %outcome.delivery_id, "the claim on this delivery was lost before its attempt was recorded");
             continue;
         };
+        let attempt = &outcome.attempt;
         let number: i64 = updated.try_get("attempts").map_err(map_err)?;
-        insert_attempt(&mut *conn, &outcome.delivery_id, number, attempt).await?;
+        attempts.push((
+            outcome.delivery_id.as_str(),
+            number,
+            attempt.started_at,
+            attempt.duration_ms,
+            attempt.status_code,
+            attempt.error_kind.map(|k| k.as_str()),
+            attempt.error_message.as_deref(),
+            attempt.response_excerpt.as_deref(),
+            serde_json::to_string(&attempt.request_headers).unwrap_or_default(),
+            serde_json::to_string(&attempt.response_headers).unwrap_or_default(),
+        ));
         let bucket = i64::try_from(stats::bucket(attempt.duration_ms)).unwrap_or(0);
         *latency
             .entry((
@@ -190,7 +243,23 @@ pub async fn record(
                 }
             }
         };
-        health.entry(outcome.webhook_id).or_default().push(step);
+        health
+            .entry(outcome.webhook_id.clone())
+            .or_default()
+            .push(step);
+    }
+    if !attempts.is_empty() {
+        sqlx::query(
+            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error_kind, error_message,
+                                   response_excerpt, request_headers, response_headers)
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7,
+                    value->>8, value->>9
+             FROM json_each(?)",
+        )
+        .bind(crate::events::to_json(&attempts)?)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
     }
 
     for ((webhook_id, hour, bucket), attempts) in latency {

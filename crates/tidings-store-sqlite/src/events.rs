@@ -1,5 +1,7 @@
 //! Publishing events with their deliveries, and reading events back.
 
+use std::collections::HashSet;
+
 use sqlx::{SqliteConnection, SqlitePool};
 use tidings_store::*;
 
@@ -8,87 +10,197 @@ use tidings_core::now_millis;
 use crate::{dispatch, map_err, rows};
 
 /// Inserts events and deliveries inside the writer's transaction.
+///
+/// Events without an idempotency key (the common case) go in with two statements for the whole
+/// job, whatever its size: each statement is a round trip to SQLite's worker thread, and those
+/// round trips, not SQLite itself, are what publishing costs.
 pub async fn insert(
     conn: &mut SqliteConnection,
     events: Vec<NewEvent>,
 ) -> StoreResult<Vec<Published>> {
-    let mut published = Vec::with_capacity(events.len());
-    for event in events {
-        if let Some(key) = &event.idempotency_key {
-            let earlier: Option<String> = sqlx::query_scalar(
-                "SELECT event_id FROM idempotency_keys WHERE workspace_id = ? AND idempotency_key = ? AND expires_at > ?",
-            )
-            .bind(&event.workspace_id)
-            .bind(key)
-            .bind(event.received_at)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(map_err)?;
-            if let Some(event_id) = earlier {
-                let delivery_ids =
-                    sqlx::query_scalar("SELECT id FROM deliveries WHERE event_id = ? ORDER BY id")
-                        .bind(&event_id)
-                        .fetch_all(&mut *conn)
-                        .await
-                        .map_err(map_err)?;
-                published.push(Published {
-                    event_id,
-                    delivery_ids,
-                    duplicate: true,
-                });
-                continue;
-            }
-            sqlx::query(
-                "INSERT INTO idempotency_keys (workspace_id, idempotency_key, event_id, expires_at) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (workspace_id, idempotency_key) DO UPDATE SET event_id = excluded.event_id, expires_at = excluded.expires_at",
-            )
-            .bind(&event.workspace_id)
-            .bind(key)
-            .bind(&event.id)
-            .bind(event.idempotency_until)
-            .execute(&mut *conn)
-            .await
-            .map_err(map_err)?;
+    let mut published: Vec<Option<Published>> = vec![None; events.len()];
+    let mut plain = Vec::with_capacity(events.len());
+    for (index, event) in events.into_iter().enumerate() {
+        if event.idempotency_key.is_some() {
+            published[index] = Some(insert_keyed(&mut *conn, event).await?);
+        } else {
+            plain.push((index, event));
         }
-        insert_event(&mut *conn, &event).await?;
-        let mut delivery_ids = Vec::with_capacity(event.deliveries.len());
-        for delivery in event.deliveries {
-            let due = (delivery.status == DeliveryStatus::Pending).then_some(event.received_at);
-            // A webhook deleted since fan-out read it simply gets no delivery. One disabled since then
-            // (fan-out's view may be a few seconds old) gets a skipped delivery, never a pending one;
-            // a paused one's delivery is held: pending with no due time, out of the claim's way.
-            let inserted = sqlx::query(
-                "INSERT INTO deliveries (id, workspace_id, event_id, webhook_id, event_type, status, next_attempt_at,
-                                         created_at, updated_at)
-                 SELECT ?, ?, ?, ?, ?,
-                        CASE WHEN w.state = 'disabled' THEN 'skipped' ELSE ? END,
-                        CASE WHEN w.state = 'active' THEN ? ELSE NULL END, ?, ?
-                 FROM webhooks w WHERE w.id = ?",
-            )
-            .bind(&delivery.id)
-            .bind(&event.workspace_id)
-            .bind(&event.id)
-            .bind(&delivery.webhook_id)
-            .bind(&event.event_type)
-            .bind(delivery.status.as_str())
-            .bind(due)
-            .bind(event.received_at)
-            .bind(event.received_at)
-            .bind(&delivery.webhook_id)
-            .execute(&mut *conn)
-            .await
-            .map_err(map_err)?;
-            if inserted.rows_affected() == 1 {
-                delivery_ids.push(delivery.id);
-            }
-        }
-        published.push(Published {
-            event_id: event.id,
-            delivery_ids,
-            duplicate: false,
-        });
     }
-    Ok(published)
+    if !plain.is_empty() {
+        for (index, result) in insert_plain(&mut *conn, plain).await? {
+            published[index] = Some(result);
+        }
+    }
+    Ok(published.into_iter().flatten().collect())
+}
+
+/// An event with an idempotency key: the first one within the key's window wins.
+async fn insert_keyed(conn: &mut SqliteConnection, event: NewEvent) -> StoreResult<Published> {
+    if let Some(key) = &event.idempotency_key {
+        let earlier: Option<String> = sqlx::query_scalar(
+            "SELECT event_id FROM idempotency_keys WHERE workspace_id = ? AND idempotency_key = ? AND expires_at > ?",
+        )
+        .bind(&event.workspace_id)
+        .bind(key)
+        .bind(event.received_at)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_err)?;
+        if let Some(event_id) = earlier {
+            let delivery_ids =
+                sqlx::query_scalar("SELECT id FROM deliveries WHERE event_id = ? ORDER BY id")
+                    .bind(&event_id)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(map_err)?;
+            return Ok(Published {
+                event_id,
+                delivery_ids,
+                duplicate: true,
+            });
+        }
+        sqlx::query(
+            "INSERT INTO idempotency_keys (workspace_id, idempotency_key, event_id, expires_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (workspace_id, idempotency_key) DO UPDATE SET event_id = excluded.event_id, expires_at = excluded.expires_at",
+        )
+        .bind(&event.workspace_id)
+        .bind(key)
+        .bind(&event.id)
+        .bind(event.idempotency_until)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    }
+    let mut done = insert_plain(conn, vec![(0, event)]).await?;
+    done.pop()
+        .map(|(_, published)| published)
+        .ok_or_else(|| StoreError::Internal("an inserted event went missing".into()))
+}
+
+/// Inserts events and their deliveries with one statement each for the whole list; returns what
+/// each (index, event) published.
+async fn insert_plain(
+    conn: &mut SqliteConnection,
+    events: Vec<(usize, NewEvent)>,
+) -> StoreResult<Vec<(usize, Published)>> {
+    type EventRow<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        i64,
+        i64,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+    let rows: Vec<EventRow> = events
+        .iter()
+        .map(|(_, e)| {
+            (
+                e.id.as_str(),
+                e.workspace_id.as_str(),
+                e.event_type.as_str(),
+                e.occurred_at,
+                e.received_at,
+                e.data.as_str(),
+                e.scope.campaign_id.as_deref(),
+                e.scope.client_id.as_deref(),
+                e.scope.agent_id.as_deref(),
+                e.scope.category_id.as_deref(),
+                e.idempotency_key.as_deref(),
+            )
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO events (id, workspace_id, event_type, occurred_at, received_at, data, campaign_id, client_id,
+                 agent_id, category_id, idempotency_key)
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7,
+                value->>8, value->>9, value->>10
+         FROM json_each(?)",
+    )
+    .bind(to_json(&rows)?)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_err)?;
+
+    type DeliveryRow<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<i64>,
+        i64,
+    );
+    let deliveries: Vec<DeliveryRow> = events
+        .iter()
+        .flat_map(|(_, e)| {
+            e.deliveries.iter().map(move |d| {
+                (
+                    d.id.as_str(),
+                    e.workspace_id.as_str(),
+                    e.id.as_str(),
+                    d.webhook_id.as_str(),
+                    e.event_type.as_str(),
+                    d.status.as_str(),
+                    (d.status == DeliveryStatus::Pending).then_some(e.received_at),
+                    e.received_at,
+                )
+            })
+        })
+        .collect();
+    let inserted: HashSet<String> = if deliveries.is_empty() {
+        HashSet::new()
+    } else {
+        // A webhook deleted since fan-out read it simply gets no delivery. One disabled since then
+        // (fan-out's view may be a few seconds old) gets a skipped delivery, never a pending one;
+        // a paused one's delivery is held: pending with no due time, out of the claim's way.
+        sqlx::query_scalar(
+            "INSERT INTO deliveries (id, workspace_id, event_id, webhook_id, event_type, status, next_attempt_at,
+                                     created_at, updated_at)
+             SELECT j.value->>0, j.value->>1, j.value->>2, j.value->>3, j.value->>4,
+                    CASE WHEN w.state = 'disabled' THEN 'skipped' ELSE j.value->>5 END,
+                    CASE WHEN w.state = 'active' THEN j.value->>6 ELSE NULL END,
+                    j.value->>7, j.value->>7
+             FROM json_each(?) j JOIN webhooks w ON w.id = j.value->>3
+             RETURNING id",
+        )
+        .bind(to_json(&deliveries)?)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)?
+        .into_iter()
+        .collect()
+    };
+    Ok(events
+        .into_iter()
+        .map(|(index, event)| {
+            let delivery_ids = event
+                .deliveries
+                .into_iter()
+                .map(|d| d.id)
+                .filter(|id| inserted.contains(id))
+                .collect();
+            (
+                index,
+                Published {
+                    event_id: event.id,
+                    delivery_ids,
+                    duplicate: false,
+                },
+            )
+        })
+        .collect())
+}
+
+/// Rows bound as one JSON array, unpacked in SQL with `json_each`.
+pub(crate) fn to_json<T: serde::Serialize>(rows: &T) -> StoreResult<String> {
+    serde_json::to_string(rows).map_err(|e| StoreError::Internal(format!("encoding rows: {e}")))
 }
 
 async fn insert_event(conn: &mut SqliteConnection, event: &NewEvent) -> StoreResult<()> {

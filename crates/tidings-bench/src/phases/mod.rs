@@ -27,12 +27,12 @@ pub async fn run_all(config: &Config, report: &mut Report) -> anyhow::Result<()>
 
     let ceiling = ceiling::run(config, &receiver, report).await?;
 
-    {
+    if config.runs("publish") {
         let tidings = TidingsProcess::start(&config.tidings_binary).await?;
         publish::run(config, &tidings, report).await?;
     }
 
-    {
+    if config.runs("end-to-end") {
         let mut tidings = TidingsProcess::start(&config.tidings_binary).await?;
         let setup = Setup::new(&tidings).await?;
         end_to_end::run(
@@ -47,7 +47,7 @@ pub async fn run_all(config: &Config, report: &mut Report) -> anyhow::Result<()>
         .await?;
     }
 
-    {
+    if config.runs("latency") {
         // A fresh database: the end-to-end phase leaves a large WAL whose checkpoints would land here.
         let mut tidings = TidingsProcess::start(&config.tidings_binary).await?;
         let setup = Setup::new(&tidings).await?;
@@ -62,7 +62,7 @@ pub async fn run_all(config: &Config, report: &mut Report) -> anyhow::Result<()>
         .await?;
     }
 
-    if config.postgres {
+    if config.postgres && config.runs("postgres") {
         // A durable cluster (fsync, synchronous commit: PostgreSQL's defaults) on this machine.
         let cluster = tidings_testkit::postgres::Cluster::start_new_with(None, true)
             .map_err(|e| anyhow::anyhow!("cannot start PostgreSQL for the bench: {e}"))?;
@@ -98,7 +98,7 @@ pub async fn run_all(config: &Config, report: &mut Report) -> anyhow::Result<()>
         }
     }
 
-    {
+    if config.runs("fan-out") {
         let mut tidings = TidingsProcess::start(&config.tidings_binary).await?;
         let setup = Setup::new(&tidings).await?;
         fanout::run(config, &mut tidings, &setup, &receiver, report).await?;
@@ -106,7 +106,7 @@ pub async fn run_all(config: &Config, report: &mut Report) -> anyhow::Result<()>
         isolation::run(config, &mut tidings, &setup, &receiver, &hanging, report).await?;
     }
 
-    {
+    if config.runs("backlog") {
         let mut tidings = TidingsProcess::start(&config.tidings_binary).await?;
         let setup = Setup::new(&tidings).await?;
         backlog::run(config, &mut tidings, &setup, report).await?;
