@@ -91,32 +91,21 @@ async fn claim_once(pool: &PgPool, claim: &Claim) -> TxResult<Claimed> {
     let concurrency = i64::from(claim.per_webhook_concurrency.max(1));
     let mut tx = pool.begin().await?;
     // Due deliveries, oldest due first, skipping any another node is claiming right now. A claim
-    // whose lease ran out is due again and is taken over here. Webhooks already at their
-    // concurrency limit or out of rate tokens are left out, so they cannot fill the batch with
-    // deliveries that would not be taken (the bucket is worked out as `Gate::tokens_at` does, in the
-    // same floating point).
+    // whose lease ran out is due again and is taken over here. One table, one index, a bounded
+    // window: the deliveries table grows and churns faster than its statistics follow, and a
+    // query joining it elsewhere can get a plan that reads the whole backlog per claim. Limits
+    // (webhook state, concurrency, rate tokens) are applied below under the gates' locks; a
+    // webhook at its limit leaves its window rows for the next claim.
     let candidates: Vec<(String, String)> = sqlx::query_as(
-        "SELECT d.id, d.webhook_id FROM deliveries d
-         WHERE d.status = 'pending' AND d.next_attempt_at <= $1
-           AND NOT (d.webhook_id = ANY($2))
-           AND NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.state != 'active')
-           AND d.webhook_id NOT IN (
-               SELECT c.webhook_id FROM deliveries c
-               WHERE c.claimed_by IS NOT NULL AND c.status = 'pending' AND c.next_attempt_at > $1
-               GROUP BY c.webhook_id HAVING COUNT(*) >= $3)
-           AND NOT EXISTS (
-               SELECT 1 FROM webhook_gates g
-               WHERE g.webhook_id = d.webhook_id AND g.rate_per_s IS NOT NULL
-                 AND LEAST(g.rate_per_s::FLOAT8,
-                           g.rate_tokens + GREATEST($1 - g.rate_updated_at, 0)::FLOAT8 * g.rate_per_s::FLOAT8 / 1000::FLOAT8) < 1)
-         ORDER BY d.next_attempt_at
-         LIMIT $4
-         FOR UPDATE OF d SKIP LOCKED",
+        "SELECT id, webhook_id FROM deliveries
+         WHERE status = 'pending' AND next_attempt_at <= $1 AND NOT (webhook_id = ANY($2))
+         ORDER BY next_attempt_at
+         LIMIT $3
+         FOR UPDATE SKIP LOCKED",
     )
     .bind(claim.now)
     .bind(&claim.exclude_webhooks)
-    .bind(concurrency)
-    .bind(i64::from(claim.limit))
+    .bind(i64::from(claim.limit).saturating_mul(2))
     .fetch_all(&mut *tx)
     .await?;
     if candidates.is_empty() {
@@ -185,6 +174,12 @@ async fn claim_once(pool: &PgPool, claim: &Claim) -> TxResult<Claimed> {
     // What each webhook may still take: its free concurrency, and its whole rate tokens.
     let mut allowance: HashMap<&str, i64> = HashMap::with_capacity(gates.len());
     for (webhook_id, gate) in &gates {
+        let active = webhooks
+            .get(webhook_id)
+            .is_some_and(|w| w.state == tidings_core::webhook::WebhookState::Active);
+        if !active {
+            continue;
+        }
         let mut free = concurrency - live.get(webhook_id).copied().unwrap_or(0);
         if let Some(rate) = gate.rate_per_s {
             free = free.min(gate.tokens_at(rate, claim.now).floor() as i64);
@@ -194,6 +189,9 @@ async fn claim_once(pool: &PgPool, claim: &Claim) -> TxResult<Claimed> {
     let mut chosen: Vec<&str> = Vec::with_capacity(candidates.len());
     let mut taken: BTreeMap<&str, i64> = BTreeMap::new();
     for (id, webhook_id) in &candidates {
+        if chosen.len() >= claim.limit as usize {
+            break;
+        }
         if let Some(left) = allowance.get_mut(webhook_id.as_str())
             && *left > 0
         {

@@ -176,8 +176,10 @@ impl Cluster {
 
     /// Stops and deletes the cluster when `pid` exits, even if it is killed.
     fn spawn_watchdog(&self, pid: u32) -> Result<(), String> {
+        // In its own session and deaf to the usual signals, so a Ctrl-C or a kill of the test's
+        // process group does not take the watchdog down with it and leave the server running.
         let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop}; rm -rf '{dir}'",
+            "trap '' INT TERM HUP; while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop}; rm -rf '{dir}'",
             stop = if self.as_postgres {
                 format!(
                     "runuser -u postgres -- '{}' -D '{}/data' -m immediate stop",
@@ -193,8 +195,8 @@ impl Cluster {
             },
             dir = self.path().display()
         );
-        Command::new("sh")
-            .args(["-c", &script])
+        Command::new("setsid")
+            .args(["sh", "-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
