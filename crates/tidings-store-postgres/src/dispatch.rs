@@ -13,7 +13,7 @@ use tidings_core::{UnixMillis, now_millis};
 use tidings_store::*;
 
 use crate::errors::{TxResult, retrying};
-use crate::{map_err, rows, wake};
+use crate::{map_err, rows};
 
 /// A delivery this node has just claimed, before its event is read.
 struct Picked {
@@ -371,25 +371,19 @@ pub async fn insert_attempts(
     Ok(())
 }
 
-/// Gives back claimed deliveries, due at once; returns whether any was given back (every node has
-/// then been told).
+/// Gives back claimed deliveries, due at once; returns whether any was given back.
 pub async fn release(pool: &PgPool, node: &str, ids: &[String]) -> StoreResult<bool> {
-    // One statement, so one commit: the notification goes out with it, only if something changed.
-    let released: i64 = sqlx::query_scalar(
-        "WITH released AS (
-             UPDATE deliveries SET claimed_by = NULL, next_attempt_at = $1
-             WHERE claimed_by = $2 AND status = 'pending' AND id = ANY($3)
-             RETURNING 1)
-         SELECT (SELECT COUNT(*) FROM (SELECT pg_notify($4, '') FROM released LIMIT 1) AS told)",
+    let released = sqlx::query(
+        "UPDATE deliveries SET claimed_by = NULL, next_attempt_at = $1
+         WHERE claimed_by = $2 AND status = 'pending' AND id = ANY($3)",
     )
     .bind(now_millis())
     .bind(node)
     .bind(ids)
-    .bind(wake::CHANNEL)
-    .fetch_one(pool)
+    .execute(pool)
     .await
     .map_err(map_err)?;
-    Ok(released > 0)
+    Ok(released.rows_affected() > 0)
 }
 
 pub async fn renew(

@@ -7,7 +7,7 @@ use tidings_core::now_millis;
 use tidings_store::*;
 
 use crate::errors::{TxResult, retrying};
-use crate::{dispatch, map_err, rows, wake};
+use crate::{dispatch, map_err, rows};
 
 /// Stores events and all their deliveries in one transaction; returns what was published and
 /// whether any delivery is due (every node has then been told).
@@ -31,9 +31,6 @@ pub async fn publish(pool: &PgPool, events: &[NewEvent]) -> StoreResult<(Vec<Pub
                 delivery_ids,
                 duplicate: false,
             });
-        }
-        if any_due {
-            wake::notify_nodes(&mut tx).await?;
         }
         tx.commit().await?;
         Ok((published, any_due))

@@ -82,6 +82,9 @@ pub struct PostgresStore {
     listen_pool: PgPool,
     work: Arc<Notify>,
     listener: Mutex<Option<JoinHandle<()>>>,
+    /// Asks the announcer task to tell every node that work may be due.
+    announce: Arc<Notify>,
+    announcer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl PostgresStore {
@@ -125,11 +128,15 @@ impl PostgresStore {
             .connect_lazy_with(connect);
         let work = Arc::new(Notify::new());
         let listener = tokio::spawn(wake::listen(listen_pool.clone(), work.clone()));
+        let announce = Arc::new(Notify::new());
+        let announcer = tokio::spawn(wake::announce(pool.clone(), announce.clone()));
         Ok(Self {
             pool,
             listen_pool,
             work,
+            announce,
             listener: Mutex::new(Some(listener)),
+            announcer: Mutex::new(Some(announcer)),
         })
     }
 
@@ -137,6 +144,12 @@ impl PostgresStore {
         self.listener
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Work may be due: wakes this node's dispatcher now and, through the announcer, every node.
+    fn wake_all(&self) {
+        self.work.notify_one();
+        self.announce.notify_one();
     }
 }
 
@@ -200,7 +213,7 @@ impl Store for PostgresStore {
     }
     async fn update_webhook(&self, webhook: &Webhook) -> StoreResult<()> {
         if tenants::update_webhook(&self.pool, webhook).await? {
-            self.work.notify_one();
+            self.wake_all();
         }
         Ok(())
     }
@@ -211,7 +224,7 @@ impl Store for PostgresStore {
         at: UnixMillis,
     ) -> StoreResult<()> {
         tenants::enable_webhook(&self.pool, workspace_id, id, at).await?;
-        self.work.notify_one();
+        self.wake_all();
         Ok(())
     }
     async fn delete_webhook(&self, workspace_id: &str, id: &str) -> StoreResult<()> {
@@ -219,8 +232,10 @@ impl Store for PostgresStore {
     }
 
     async fn publish(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Published>> {
-        let (published, _) = events::publish(&self.pool, &events).await?;
-        self.work.notify_one();
+        let (published, any_due) = events::publish(&self.pool, &events).await?;
+        if any_due {
+            self.wake_all();
+        }
         Ok(published)
     }
     async fn get_event(&self, workspace_id: &str, id: &str) -> StoreResult<Event> {
@@ -234,8 +249,9 @@ impl Store for PostgresStore {
         dispatch::claim(&self.pool, claim).await
     }
     async fn release(&self, node: &str, delivery_ids: &[String]) -> StoreResult<()> {
-        dispatch::release(&self.pool, node, delivery_ids).await?;
-        self.work.notify_one();
+        if dispatch::release(&self.pool, node, delivery_ids).await? {
+            self.wake_all();
+        }
         Ok(())
     }
     async fn renew_claims(
@@ -302,8 +318,10 @@ impl Store for PostgresStore {
         id: &str,
         at: UnixMillis,
     ) -> StoreResult<Delivery> {
-        let (delivery, _) = ops::retry_delivery(&self.pool, workspace_id, id, at).await?;
-        self.work.notify_one();
+        let (delivery, due) = ops::retry_delivery(&self.pool, workspace_id, id, at).await?;
+        if due {
+            self.wake_all();
+        }
         Ok(delivery)
     }
     async fn retrigger(
@@ -315,7 +333,7 @@ impl Store for PostgresStore {
     ) -> StoreResult<u64> {
         let count = ops::retrigger(&self.pool, workspace_id, filter, limit, at).await?;
         if count > 0 {
-            self.work.notify_one();
+            self.wake_all();
         }
         Ok(count)
     }
@@ -364,6 +382,15 @@ impl Store for PostgresStore {
     }
 
     async fn close(&self) {
+        let announcer = self
+            .announcer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(announcer) = announcer {
+            announcer.abort();
+            let _ = announcer.await;
+        }
         let listener = self.listener().take();
         if let Some(listener) = listener {
             listener.abort();

@@ -9,7 +9,7 @@ use tidings_core::stats;
 use tidings_store::*;
 
 use crate::errors::retrying;
-use crate::{map_err, rows, wake};
+use crate::{map_err, rows};
 
 /// Queues a delivery again; returns it and whether it is due (every node has then been told).
 pub async fn retry_delivery(
@@ -38,9 +38,6 @@ pub async fn retry_delivery(
         };
         let delivery = rows::delivery(&row)?;
         let due = delivery.next_attempt_at.is_some();
-        if due {
-            wake::notify_nodes(&mut tx).await?;
-        }
         tx.commit().await?;
         Ok(Some((delivery, due)))
     })
@@ -98,9 +95,6 @@ pub async fn retrigger(
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await?;
-        if queued.iter().any(|due| *due) {
-            wake::notify_nodes(&mut tx).await?;
-        }
         tx.commit().await?;
         Ok(u64::try_from(queued.len()).unwrap_or(u64::MAX))
     })

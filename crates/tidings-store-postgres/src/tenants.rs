@@ -6,7 +6,7 @@ use tidings_core::webhook::WebhookState;
 use tidings_store::*;
 
 use crate::errors::{TxResult, retrying};
-use crate::{map_err, rows, wake};
+use crate::{map_err, rows};
 
 fn page_limit(page: &Page) -> i64 {
     i64::from(page.limit.clamp(1, 1000))
@@ -277,9 +277,6 @@ pub async fn update_webhook(pool: &PgPool, webhook: &Webhook) -> StoreResult<boo
         .bind(rate_per_s(webhook))
         .execute(&mut *tx)
         .await?;
-        if now_active {
-            wake::notify_nodes(&mut tx).await?;
-        }
         tx.commit().await?;
         Ok(now_active)
     })
@@ -355,7 +352,6 @@ pub async fn enable_webhook(
         .await?;
         expect_one(result.rows_affected())?;
         hold_or_release(&mut tx, id, true, at).await?;
-        wake::notify_nodes(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     })

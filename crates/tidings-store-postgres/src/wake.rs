@@ -5,11 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
-
-use crate::errors::TxResult;
 
 /// The channel every node listens on.
 pub const CHANNEL: &str = "tidings_work";
@@ -19,14 +17,23 @@ pub const CHANNEL: &str = "tidings_work";
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-/// Tells every node (this one included, through its listener) that work may be due, once the
-/// surrounding transaction commits.
-pub async fn notify_nodes(conn: &mut PgConnection) -> TxResult<()> {
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(CHANNEL)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Tells every node (this one included, through its listener) that work may be due, after the
+/// commit that made it due. Not from inside that transaction: a transaction that notifies holds a
+/// database-wide lock from its commit until its WAL is flushed, which would serialize every
+/// publish. Requests that arrive while one notification is on its way fold into the next one.
+pub async fn announce(pool: PgPool, wanted: Arc<Notify>) {
+    loop {
+        wanted.notified().await;
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&pool)
+            .await
+        {
+            // Other nodes still find the work by polling; the next request tries again.
+            tracing::warn!(%error, "telling other nodes about due work failed");
+            tokio::time::sleep(FIRST_BACKOFF).await;
+        }
+    }
 }
 
 /// Listens for work notifications until the task is aborted, reconnecting with backoff whenever
