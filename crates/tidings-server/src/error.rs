@@ -75,6 +75,10 @@ impl From<StoreError> for ApiError {
                 tracing::error!(%message, "storage unavailable");
                 ApiError::Unavailable
             }
+            StoreError::Invalid(message) => ApiError::Validation {
+                field: None,
+                message: format!("A value in the request cannot be stored: {message}"),
+            },
             StoreError::Internal(message) => ApiError::Internal(message),
         }
     }

@@ -19,6 +19,10 @@ pub fn map_err(error: sqlx::Error) -> StoreError {
         sqlx::Error::Database(db) if db.code().as_deref().is_some_and(is_unreachable_code) => {
             StoreError::Unavailable(error.to_string())
         }
+        // Data exceptions: a value of the request PostgreSQL cannot hold (a NUL in text).
+        sqlx::Error::Database(db) if db.code().as_deref().is_some_and(|c| c.starts_with("22")) => {
+            StoreError::Invalid(db.message().to_owned())
+        }
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)

@@ -20,6 +20,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("storage is unavailable: {0}")]
     Unavailable(String),
+    /// A value the backend cannot store (PostgreSQL text cannot hold the NUL character).
+    #[error("value cannot be stored: {0}")]
+    Invalid(String),
     #[error("storage error: {0}")]
     Internal(String),
 }

@@ -1983,3 +1983,24 @@ async fn openapi_lists_every_v1_path_the_router_serves() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_nul_character_is_stored_or_refused_with_a_clear_error_never_a_500() {
+    // JSON may carry U+0000; SQLite text holds it, PostgreSQL text cannot: that backend must say so
+    // in the API's error shape, not fail with a 500.
+    let app = spawn_app().await;
+    let (status, body) = app
+        .post("/v1/workspaces", json!({ "name": "Acme\u{0}Outbound" }))
+        .await;
+    if crate::helpers::on_postgres() {
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["error"]["code"], "validation_failed", "{body}");
+        assert!(
+            str_of(&body["error"]["message"]).contains("cannot be stored"),
+            "{body}"
+        );
+    } else {
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["name"], "Acme\u{0}Outbound");
+    }
+}
