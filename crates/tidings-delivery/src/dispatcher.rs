@@ -277,9 +277,15 @@ impl Dispatcher {
                         .min(config.idle_poll),
                     _ => config.idle_poll,
                 };
-                // A wait of zero means due work exists but every lane it belongs to is full: a
-                // finishing attempt wakes the loop, and a short floor catches other work falling due.
-                let wait = wait.max(Duration::from_millis(50));
+                // A wait of zero means due work exists but the lanes it belongs to are full: a lane
+                // draining below half wakes the loop, and so does new work; claiming again meanwhile
+                // would only make storage look past the full lanes' backlog for nothing. Without
+                // full lanes, a short floor catches other work falling due.
+                let wait = if claim.exclude_webhooks.is_empty() {
+                    wait.max(Duration::from_millis(50))
+                } else {
+                    config.idle_poll
+                };
                 tokio::select! {
                     _ = work.notified() => {}
                     _ = self.inner.wake.notified() => {}
@@ -316,10 +322,15 @@ impl Dispatcher {
                             let _ = given_back.send(id.clone());
                         }
                     }
-                    lane.queued.fetch_sub(1, Ordering::AcqRel);
+                    let left = lane.queued.fetch_sub(1, Ordering::AcqRel) - 1;
                     this.held().remove(&id);
+                    let last_slot = this.inner.slots.available_permits() == 0;
                     drop(permit);
-                    this.inner.wake.notify_one();
+                    // The claim loop only needs waking when this lane can take more again (it fell
+                    // below half) or when every slot was taken.
+                    if left < this.lane_capacity().div_ceil(2) || last_slot {
+                        this.inner.wake.notify_one();
+                    }
                 });
             }
             if !release.is_empty()

@@ -28,9 +28,9 @@ pub async fn claim(conn: &mut SqliteConnection, claim: Claim) -> StoreResult<Vec
                      SELECT id, webhook_id, next_attempt_at FROM deliveries d
                      WHERE d.status = 'pending' AND d.next_attempt_at <= ?3
                        AND d.webhook_id NOT IN (SELECT value FROM json_each(?4))
-                       AND NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.state != 'active')
                      ORDER BY d.next_attempt_at
                      LIMIT ?5) d
+                 WHERE NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.state != 'active')
              ) c
              LEFT JOIN (
                  SELECT webhook_id, COUNT(*) AS live FROM deliveries
