@@ -17,8 +17,8 @@ fn json_list(ids: &[String]) -> String {
 
 /// Claims due deliveries of active webhooks, no more per webhook than brings its live claims to
 /// `per_webhook_concurrency`; the claim's end becomes the delivery's due time.
-pub async fn claim(conn: &mut SqliteConnection, claim: Claim) -> StoreResult<Vec<String>> {
-    let ids = sqlx::query_scalar(
+pub async fn claim(conn: &mut SqliteConnection, claim: &Claim) -> StoreResult<Vec<String>> {
+    let ids: Vec<String> = sqlx::query_scalar(
         "UPDATE deliveries SET claimed_by = ?1, next_attempt_at = ?2
          WHERE id IN (
              SELECT c.id FROM (
@@ -50,6 +50,25 @@ pub async fn claim(conn: &mut SqliteConnection, claim: Claim) -> StoreResult<Vec
     .await
     .map_err(map_err)?;
     Ok(ids)
+}
+
+/// When the first delivery of an active webhook outside the claim's exclusions is due (a claimed
+/// one: when its lease ends), if there is one.
+pub async fn next_due_outside(
+    conn: &mut SqliteConnection,
+    claim: &Claim,
+) -> StoreResult<Option<UnixMillis>> {
+    sqlx::query_scalar(
+        "SELECT d.next_attempt_at FROM deliveries d
+         WHERE d.status = 'pending' AND d.next_attempt_at IS NOT NULL
+           AND d.webhook_id NOT IN (SELECT value FROM json_each(?))
+           AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.state = 'active')
+         ORDER BY d.next_attempt_at LIMIT 1",
+    )
+    .bind(json_list(&claim.exclude_webhooks))
+    .fetch_optional(conn)
+    .await
+    .map_err(map_err)
 }
 
 /// Reads what the dispatcher needs for claimed deliveries; events and webhooks shared by several

@@ -34,6 +34,7 @@ pub struct SqliteStore {
     reader: SqlitePool,
     jobs: writer::JobSender,
     work: Arc<Notify>,
+    changes: writer::Changes,
 }
 
 /// How the database file is opened.
@@ -92,13 +93,23 @@ impl SqliteStore {
             .await
             .map_err(map_err)?;
         let work = Arc::new(Notify::new());
-        let jobs = writer::spawn(writer.clone(), work.clone());
+        let changes = writer::Changes::default();
+        let jobs = writer::spawn(writer.clone(), work.clone(), changes.clone());
         Ok(Self {
             writer,
             reader,
             jobs,
             work,
+            changes,
         })
+    }
+}
+
+impl SqliteStore {
+    /// After a write outside the writer task that made deliveries due.
+    fn new_work(&self) {
+        self.changes.bump();
+        self.work.notify_one();
     }
 }
 
@@ -161,7 +172,9 @@ impl Store for SqliteStore {
         tenants::list_webhooks(&self.reader, workspace_id, None).await
     }
     async fn update_webhook(&self, webhook: &Webhook) -> StoreResult<()> {
-        tenants::update_webhook(&self.writer, webhook).await
+        let result = tenants::update_webhook(&self.writer, webhook).await;
+        self.changes.bump();
+        result
     }
     async fn delete_webhook(&self, workspace_id: &str, id: &str) -> StoreResult<()> {
         tenants::delete_webhook(&self.writer, workspace_id, id).await
@@ -186,7 +199,7 @@ impl Store for SqliteStore {
     }
     async fn release(&self, node: &str, delivery_ids: &[String]) -> StoreResult<()> {
         dispatch::release(&self.writer, node, delivery_ids).await?;
-        self.work.notify_one();
+        self.new_work();
         Ok(())
     }
     async fn record_outcomes(
@@ -211,7 +224,9 @@ impl Store for SqliteStore {
         dispatch::renew(&self.writer, node, delivery_ids, until).await
     }
     async fn release_all_claims(&self) -> StoreResult<u64> {
-        dispatch::release_all(&self.writer).await
+        let result = dispatch::release_all(&self.writer).await;
+        self.changes.bump();
+        result
     }
     async fn next_due_at(&self) -> StoreResult<Option<UnixMillis>> {
         dispatch::next_due_at(&self.reader).await
@@ -249,7 +264,7 @@ impl Store for SqliteStore {
         at: UnixMillis,
     ) -> StoreResult<()> {
         tenants::enable_webhook(&self.writer, workspace_id, id, at).await?;
-        self.work.notify_one();
+        self.new_work();
         Ok(())
     }
 
@@ -260,7 +275,7 @@ impl Store for SqliteStore {
         at: UnixMillis,
     ) -> StoreResult<Delivery> {
         let delivery = ops::retry_delivery(&self.writer, workspace_id, id, at).await?;
-        self.work.notify_one();
+        self.new_work();
         Ok(delivery)
     }
     async fn retrigger(
@@ -272,7 +287,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<u64> {
         let count = ops::retrigger(&self.writer, workspace_id, filter, limit, at).await?;
         if count > 0 {
-            self.work.notify_one();
+            self.new_work();
         }
         Ok(count)
     }

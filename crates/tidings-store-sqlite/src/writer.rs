@@ -4,9 +4,12 @@
 //! sent only after the enclosing transaction has committed, so a caller that hears "ok" knows its
 //! rows are durable.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::SqlitePool;
+use tidings_core::UnixMillis;
 use tidings_store::*;
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -97,81 +100,189 @@ impl JobSender {
     }
 }
 
-pub fn spawn(pool: SqlitePool, work: Arc<Notify>) -> JobSender {
+/// Longest an empty claim's answer is trusted, a bound on how late work could be seen if some
+/// write that makes deliveries due were missed below.
+const QUIET_MS: UnixMillis = 1000;
+
+/// What a claim that found nothing taught: no delivery of an active webhook outside `excluded` is
+/// due before `until`. Finding that out means reading past every due delivery of the excluded
+/// (full) lanes, which grows with their backlog; while the answer cannot have changed, claims with
+/// the same or more exclusions are answered without reading.
+struct Quiet {
+    excluded: HashSet<String>,
+    from: UnixMillis,
+    until: UnixMillis,
+    generation: u64,
+}
+
+impl Quiet {
+    fn answers(&self, claim: &Claim, generation: u64) -> bool {
+        self.generation == generation
+            && (self.from..self.until).contains(&claim.now)
+            && self
+                .excluded
+                .iter()
+                .all(|id| claim.exclude_webhooks.contains(id))
+    }
+}
+
+/// Counts writes outside the writer task that can make deliveries due (resume, retry, release...):
+/// each one ends what earlier empty claims learned.
+#[derive(Clone, Default)]
+pub struct Changes(Arc<AtomicU64>);
+
+impl Changes {
+    pub fn bump(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+    fn current(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+pub fn spawn(pool: SqlitePool, work: Arc<Notify>, changes: Changes) -> JobSender {
     let (sender, receiver) = mpsc::channel(4096);
-    tokio::spawn(run(pool, receiver, work));
+    let writer = Writer {
+        pool,
+        changes,
+        quiet: None,
+    };
+    tokio::spawn(writer.run(receiver, work));
     JobSender(sender)
 }
 
-async fn run(pool: SqlitePool, mut receiver: mpsc::Receiver<Job>, work: Arc<Notify>) {
-    let mut jobs = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
-    while receiver.recv_many(&mut jobs, MAX_JOBS_PER_COMMIT).await > 0 {
-        // New events are due at once, and recorded outcomes free claims a full lane was waiting on.
-        let wakes = jobs
-            .iter()
-            .any(|job| matches!(job, Job::Publish(..) | Job::Record(..)));
-        commit(&pool, jobs.drain(..)).await;
-        if wakes {
-            work.notify_one();
+struct Writer {
+    pool: SqlitePool,
+    changes: Changes,
+    quiet: Option<Quiet>,
+}
+
+impl Writer {
+    async fn run(mut self, mut receiver: mpsc::Receiver<Job>, work: Arc<Notify>) {
+        let mut jobs = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
+        while receiver.recv_many(&mut jobs, MAX_JOBS_PER_COMMIT).await > 0 {
+            // New events are due at once, and recorded outcomes free claims a full lane was waiting on.
+            let wakes = jobs
+                .iter()
+                .any(|job| matches!(job, Job::Publish(..) | Job::Record(..)));
+            self.commit(jobs.drain(..)).await;
+            if wakes {
+                work.notify_one();
+            }
+        }
+    }
+
+    /// Forgets an empty claim's answer when a job can make work due outside its exclusions before
+    /// the answer ends: a publish to another webhook, or a retry.
+    fn notice(&mut self, job: &Job) {
+        let Some(quiet) = &self.quiet else { return };
+        let stale = match job {
+            Job::Publish(events, _) => events
+                .iter()
+                .flat_map(|e| &e.deliveries)
+                .any(|d| !quiet.excluded.contains(&d.webhook_id)),
+            Job::Record(_, outcomes, _, _) => outcomes
+                .iter()
+                .any(|o| matches!(o.next, NextState::RetryAt(at) if at < quiet.until)),
+            Job::Claim(..) | Job::TestSend(..) => false,
+        };
+        if stale {
+            self.quiet = None;
+        }
+    }
+
+    async fn claim(
+        &mut self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        claim: Claim,
+    ) -> StoreResult<Vec<String>> {
+        let generation = self.changes.current();
+        if self
+            .quiet
+            .as_ref()
+            .is_some_and(|quiet| quiet.answers(&claim, generation))
+        {
+            return Ok(Vec::new());
+        }
+        // One statement: on error SQLite undoes it alone, so it needs no savepoint of its own.
+        let ids = dispatch::claim(tx, &claim).await?;
+        if !ids.is_empty() || claim.exclude_webhooks.is_empty() {
+            return Ok(ids);
+        }
+        // Nothing claimed may also mean lanes capped by unrecorded attempts: only an empty claim
+        // with nothing due outside its exclusions is worth remembering.
+        let next = dispatch::next_due_outside(tx, &claim).await?;
+        if next.is_none_or(|at| at > claim.now) {
+            self.quiet = Some(Quiet {
+                until: next
+                    .map_or(UnixMillis::MAX, |at| at)
+                    .min(claim.now + QUIET_MS),
+                excluded: claim.exclude_webhooks.into_iter().collect(),
+                from: claim.now,
+                generation,
+            });
+        }
+        Ok(ids)
+    }
+
+    /// Runs the jobs in one transaction, then answers them.
+    async fn commit(&mut self, jobs: impl Iterator<Item = Job>) {
+        let mut tx = match self.pool.begin().await {
+            Ok(tx) => tx,
+            Err(error) => return fail_all(jobs, &error.to_string()),
+        };
+        let mut replies = Vec::new();
+        for job in jobs {
+            self.notice(&job);
+            let reply = match job {
+                Job::Publish(events, to) => Reply::Publish(
+                    to,
+                    in_savepoint(&mut tx, |c| Box::pin(events::insert(c, events))).await,
+                ),
+                Job::Claim(claim, to) => Reply::Claim(to, self.claim(&mut tx, claim).await),
+                Job::Record(node, outcomes, policy, to) => Reply::Record(
+                    to,
+                    in_savepoint(&mut tx, |c| {
+                        Box::pin(dispatch::record(c, node, outcomes, policy))
+                    })
+                    .await,
+                ),
+                Job::TestSend(send, to) => {
+                    let (event, outcome) = *send;
+                    Reply::Record(
+                        to,
+                        in_savepoint(&mut tx, |c| {
+                            Box::pin(events::insert_test_send(c, event, outcome))
+                        })
+                        .await,
+                    )
+                }
+            };
+            replies.push(reply);
+        }
+        let commit_error = tx.commit().await.err().map(|e| {
+            tracing::error!(error = %e, "storage commit failed");
+            e.to_string()
+        });
+        if commit_error.is_some() {
+            self.quiet = None;
+        }
+        for reply in replies {
+            reply.send(commit_error.as_deref());
         }
     }
 }
 
-/// Runs the jobs in one transaction, then answers them.
-async fn commit(pool: &SqlitePool, jobs: impl Iterator<Item = Job>) {
-    let mut tx = match pool.begin().await {
-        Ok(tx) => tx,
-        Err(error) => {
-            let message = error.to_string();
-            tracing::error!(%message, "cannot start a storage transaction");
-            for job in jobs {
-                let reply = match job {
-                    Job::Publish(_, to) => Reply::Publish(to, Ok(Vec::new())),
-                    Job::Claim(_, to) => Reply::Claim(to, Ok(Vec::new())),
-                    Job::Record(_, _, _, to) | Job::TestSend(_, to) => Reply::Record(to, Ok(())),
-                };
-                reply.send(Some(&message));
-            }
-            return;
-        }
-    };
-    let mut replies = Vec::new();
+/// Answers jobs that could not run with the storage error that stopped them.
+fn fail_all(jobs: impl Iterator<Item = Job>, message: &str) {
+    tracing::error!(%message, "cannot start a storage transaction");
     for job in jobs {
         let reply = match job {
-            Job::Publish(events, to) => Reply::Publish(
-                to,
-                in_savepoint(&mut tx, |c| Box::pin(events::insert(c, events))).await,
-            ),
-            Job::Claim(claim, to) => Reply::Claim(
-                to,
-                in_savepoint(&mut tx, |c| Box::pin(dispatch::claim(c, claim))).await,
-            ),
-            Job::Record(node, outcomes, policy, to) => Reply::Record(
-                to,
-                in_savepoint(&mut tx, |c| {
-                    Box::pin(dispatch::record(c, node, outcomes, policy))
-                })
-                .await,
-            ),
-            Job::TestSend(send, to) => {
-                let (event, outcome) = *send;
-                Reply::Record(
-                    to,
-                    in_savepoint(&mut tx, |c| {
-                        Box::pin(events::insert_test_send(c, event, outcome))
-                    })
-                    .await,
-                )
-            }
+            Job::Publish(_, to) => Reply::Publish(to, Ok(Vec::new())),
+            Job::Claim(_, to) => Reply::Claim(to, Ok(Vec::new())),
+            Job::Record(_, _, _, to) | Job::TestSend(_, to) => Reply::Record(to, Ok(())),
         };
-        replies.push(reply);
-    }
-    let commit_error = tx.commit().await.err().map(|e| {
-        tracing::error!(error = %e, "storage commit failed");
-        e.to_string()
-    });
-    for reply in replies {
-        reply.send(commit_error.as_deref());
+        reply.send(Some(message));
     }
 }
 

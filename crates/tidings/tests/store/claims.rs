@@ -361,3 +361,108 @@ pub async fn claim_due_caps_live_claims_per_webhook(backend: Backend) {
     assert_eq!(count_for(&later, &busy), 3);
     assert_eq!(count_for(&later, &quiet), 2);
 }
+
+/// A claim that finds nothing but full lanes' work (every due delivery belongs to an excluded
+/// webhook) must still see, on the next claim, anything that has since become due elsewhere: a
+/// publish, a resume, a release, a retry falling due, a manual retry, a lane no longer excluded.
+pub async fn work_due_outside_full_lanes_is_claimed_at_once(backend: Backend) {
+    let store = backend.open().await;
+    let store = store.as_ref();
+    let home = workspace(store).await;
+    let full = webhook(store, &home.id, WebhookState::Active).await;
+    let other = webhook(store, &home.id, WebhookState::Active).await;
+    let paused = webhook(store, &home.id, WebhookState::Paused).await;
+    let start = now();
+    let backlog = publish_many(store, &full, 5, start - 1_000).await;
+    let held = publish_many(store, &paused, 1, start - 1_000).await;
+    let past_full = |at| Claim {
+        exclude_webhooks: vec![full.id.clone()],
+        ..claim("node-a", at, 10)
+    };
+    let nothing_else = |what: &str, claimed: Vec<ClaimedDelivery>| {
+        assert!(
+            claimed.is_empty(),
+            "{what}: nothing due outside the full lane"
+        );
+    };
+    nothing_else("at first", claim_due(store, &past_full(start)).await);
+
+    // More work for the full lane changes nothing; work for another webhook is found at once.
+    publish_many(store, &full, 2, start).await;
+    nothing_else(
+        "after a publish to the full lane",
+        claim_due(store, &past_full(start)).await,
+    );
+    let fresh = publish_many(store, &other, 1, start).await;
+    let claimed = claim_due(store, &past_full(start)).await;
+    assert_eq!(ids_of(&claimed), fresh, "a publish to another webhook");
+    nothing_else("again", claim_due(store, &past_full(start)).await);
+
+    // A resumed webhook's held delivery.
+    let mut resumed = webhook_now(store, &paused).await;
+    resumed.state = WebhookState::Active;
+    store.update_webhook(&resumed).await.expect("resume");
+    let after_resume = claim_due(store, &past_full(now())).await;
+    assert_eq!(ids_of(&after_resume), held, "a resumed webhook's delivery");
+    nothing_else(
+        "after the resume",
+        claim_due(store, &past_full(now())).await,
+    );
+
+    // A released claim.
+    store
+        .release("node-a", &ids_of(&claimed))
+        .await
+        .expect("release");
+    let again = claim_due(store, &past_full(now())).await;
+    assert_eq!(ids_of(&again), fresh, "a released delivery");
+    nothing_else(
+        "after the release",
+        claim_due(store, &past_full(now())).await,
+    );
+
+    // A retry falling due a moment later.
+    let moment = now();
+    record(
+        store,
+        "node-a",
+        vec![failed(&again[0], NextState::RetryAt(moment + 300))],
+        &quiet_policy(),
+    )
+    .await;
+    nothing_else(
+        "before the retry is due",
+        claim_due(store, &past_full(moment + 3)).await,
+    );
+    let retried = claim_due(store, &past_full(moment + 301)).await;
+    assert_eq!(ids_of(&retried), fresh, "a retry once due");
+
+    // A delivery that failed for good, retried by hand.
+    record(
+        store,
+        "node-a",
+        vec![failed(&retried[0], NextState::Failed)],
+        &quiet_policy(),
+    )
+    .await;
+    nothing_else(
+        "after the failure",
+        claim_due(store, &past_full(moment + 302)).await,
+    );
+    store
+        .retry_delivery(&home.id, &fresh[0], moment + 302)
+        .await
+        .expect("retry by hand");
+    let by_hand = claim_due(store, &past_full(moment + 303)).await;
+    assert_eq!(ids_of(&by_hand), fresh, "a delivery retried by hand");
+    nothing_else(
+        "after the manual retry",
+        claim_due(store, &past_full(moment + 303)).await,
+    );
+
+    // The full lane itself, once it is no longer excluded.
+    let drained = claim_due(store, &claim("node-a", moment + 304, 10)).await;
+    assert_eq!(drained.len(), 7, "the lane's backlog once it has room");
+    assert!(ids_of(&drained).iter().all(|id| !fresh.contains(id)));
+    assert!(backlog.iter().all(|id| ids_of(&drained).contains(id)));
+}
