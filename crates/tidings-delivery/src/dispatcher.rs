@@ -37,9 +37,10 @@ pub struct DispatcherConfig {
     /// Most concurrent attempts to one webhook.
     pub per_webhook_concurrency: usize,
     /// Most deliveries of one webhook held claimed at once (waiting in its lane or in flight): on a
-    /// store one process owns, a few rounds of `per_webhook_concurrency` so the lane never runs dry
-    /// between claims; on a shared store, `per_webhook_concurrency` itself, so the limit holds
-    /// across every node.
+    /// store one process owns, many rounds of `per_webhook_concurrency`, so a busy lane is topped
+    /// up by few large claims and never runs dry between them (only while half the slots are
+    /// free: see `lane_capacity`); on a shared store, `per_webhook_concurrency` itself, so the
+    /// limit holds across every node.
     pub per_webhook_claims: usize,
     /// How long a claim holds before another node may take the delivery over; renewed every third
     /// of it while the attempt runs, so only a node that stopped loses its claims.
@@ -161,9 +162,18 @@ impl Dispatcher {
             .clone()
     }
 
-    /// How many claimed deliveries of one webhook may wait in memory.
+    /// How many claimed deliveries of one webhook may wait in memory now: `per_webhook_claims`
+    /// while at least half the slots are free, otherwise at most four rounds of the concurrency
+    /// limit, so deep lanes (few, large claims for a busy webhook) never take the slots that other
+    /// webhooks' work needs.
     fn lane_capacity(&self) -> usize {
-        self.inner.config.per_webhook_claims.max(1)
+        let config = &self.inner.config;
+        let deep = config.per_webhook_claims.max(1);
+        if self.inner.slots.available_permits() * 2 >= config.max_in_flight {
+            deep
+        } else {
+            deep.min(config.per_webhook_concurrency.saturating_mul(4).max(1))
+        }
     }
 
     /// Webhooks left out of the next claim: lanes more than half full are topped up only once they
@@ -294,10 +304,10 @@ impl Dispatcher {
                 }
                 continue;
             }
-            let capacity = self.lane_capacity();
             let mut release = Vec::new();
             for delivery in claimed {
                 let lane = self.lane(&delivery.webhook.id);
+                let capacity = self.lane_capacity();
                 let permit = match self.inner.slots.clone().try_acquire_owned() {
                     Ok(permit) if lane.queued.load(Ordering::Acquire) < capacity => permit,
                     _ => {

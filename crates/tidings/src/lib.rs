@@ -84,7 +84,7 @@ impl Application {
                 per_webhook_claims: if settings.uses_postgres() {
                     settings.per_webhook_concurrency
                 } else {
-                    settings.per_webhook_concurrency.saturating_mul(4)
+                    settings.per_webhook_concurrency.saturating_mul(16)
                 },
                 max_in_flight: settings.max_in_flight,
                 allow_private_targets: settings.allow_private_targets,

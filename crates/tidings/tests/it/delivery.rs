@@ -825,3 +825,77 @@ async fn rate_limit_spaces_out_deliveries() {
         "6 requests at 2/s took only {span:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_webhooks_older_backlog_leaves_slots_for_a_healthy_one() {
+    const EVENTS: usize = 40;
+    // The slow webhook's backlog is older, so every claim finds it first; its lane may hold many
+    // claimed deliveries, but only while half the slots are free.
+    let app = spawn_app_with(|s| {
+        s.per_webhook_concurrency = 2;
+        s.max_in_flight = 16;
+    })
+    .await;
+    let slow = Receiver::answering(Reply::status(200).after(Duration::from_secs(30))).await;
+    let fast = Receiver::start().await;
+    let ws = app.create_workspace().await;
+    let add = |url: String, campaign: &'static str| {
+        let (app, ws) = (&app, &ws);
+        async move {
+            let hook = app
+                .add_webhook(
+                    ws,
+                    &url,
+                    &[EVENT_TYPE],
+                    json!({ "timeout_ms": 1000, "filters": { "campaign_ids": [campaign] } }),
+                )
+                .await;
+            hook["id"].as_str().expect("id").to_owned()
+        }
+    };
+    let slow_id = add(slow.url.clone(), "slow").await;
+    let fast_id = add(fast.url.clone(), "fast").await;
+    let data = app.example(EVENT_TYPE).await;
+    let publish = |campaign: &'static str| {
+        let events: Vec<Value> = (0..EVENTS)
+            .map(|_| json!({ "type": EVENT_TYPE, "data": data, "campaign_id": campaign }))
+            .collect();
+        let (app, ws) = (&app, &ws);
+        async move {
+            let (status, published) = app
+                .post(
+                    &format!("/v1/workspaces/{ws}/events/batch"),
+                    json!({ "events": events }),
+                )
+                .await;
+            assert_eq!(status, 202, "{published}");
+        }
+    };
+    publish("slow").await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    publish("fast").await;
+
+    // Two slow attempts finish per second (concurrency 2, 1 s timeout): had the slow lane taken
+    // every slot, the healthy deliveries would trickle out at that pace.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while fast.requests().len() < EVENTS {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {EVENTS} healthy deliveries arrived while the slow webhook held the slots",
+            fast.requests().len()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (_, page) = app
+        .get(&format!(
+            "/v1/workspaces/{ws}/deliveries?webhook_id={slow_id}&limit=100"
+        ))
+        .await;
+    assert_eq!(page["data"].as_array().expect("data").len(), EVENTS);
+    let (_, page) = app
+        .get(&format!(
+            "/v1/workspaces/{ws}/deliveries?webhook_id={fast_id}&limit=100"
+        ))
+        .await;
+    assert_eq!(page["data"].as_array().expect("data").len(), EVENTS);
+}
