@@ -10,6 +10,9 @@ use tidings_core::matching::LevelPrecedence;
 use tidings_store::{KeyScope, Page, Workspace};
 use tokio_util::sync::CancellationToken;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tidings",
