@@ -715,37 +715,64 @@ async fn private_literal_target_stored_before_a_policy_change_is_refused_at_deli
 // Isolation and rate limits
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn slow_webhook_does_not_hold_back_a_healthy_one() {
-    const EVENTS: usize = 60;
-    // Few slots in all, so a dispatcher that let one webhook's backlog take every slot would hold
-    // the healthy webhook's deliveries behind the slow one's timeouts.
+/// Two webhooks on a dispatcher with 16 slots in all: `slow` (campaign "slow") points at a receiver
+/// that never answers in time (timeout 1 s), `fast` (campaign "fast") at a healthy one.
+struct SlowAndFast {
+    app: crate::helpers::TestApp,
+    ws: String,
+    slow: Receiver,
+    fast: Receiver,
+    slow_id: String,
+    fast_id: String,
+}
+
+async fn slow_and_fast(per_webhook_concurrency: usize) -> SlowAndFast {
     let app = spawn_app_with(|s| {
-        s.per_webhook_concurrency = 4;
+        s.per_webhook_concurrency = per_webhook_concurrency;
         s.max_in_flight = 16;
     })
     .await;
     let slow = Receiver::answering(Reply::status(200).after(Duration::from_secs(30))).await;
     let fast = Receiver::start().await;
     let ws = app.create_workspace().await;
-    let slow_hook = app
-        .add_webhook(
-            &ws,
-            &slow.url,
-            &[EVENT_TYPE],
-            json!({ "timeout_ms": 1000, "filters": { "campaign_ids": ["slow"] } }),
-        )
-        .await;
-    let fast_hook = app
-        .add_webhook(
-            &ws,
-            &fast.url,
-            &[EVENT_TYPE],
-            json!({ "filters": { "campaign_ids": ["fast"] } }),
-        )
-        .await;
-    let slow_id = slow_hook["id"].as_str().expect("id");
-    let fast_id = fast_hook["id"].as_str().expect("id");
+    let mut ids = Vec::new();
+    for (url, campaign) in [(&slow.url, "slow"), (&fast.url, "fast")] {
+        let hook = app
+            .add_webhook(
+                &ws,
+                url,
+                &[EVENT_TYPE],
+                json!({ "timeout_ms": 1000, "filters": { "campaign_ids": [campaign] } }),
+            )
+            .await;
+        ids.push(hook["id"].as_str().expect("id").to_owned());
+    }
+    let fast_id = ids.pop().expect("fast id");
+    let slow_id = ids.pop().expect("slow id");
+    SlowAndFast {
+        app,
+        ws,
+        slow,
+        fast,
+        slow_id,
+        fast_id,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_webhook_does_not_hold_back_a_healthy_one() {
+    const EVENTS: usize = 60;
+    // Few slots in all, so a dispatcher that let one webhook's backlog take every slot would hold
+    // the healthy webhook's deliveries behind the slow one's timeouts.
+    let SlowAndFast {
+        app,
+        ws,
+        slow,
+        fast,
+        slow_id,
+        fast_id,
+    } = slow_and_fast(4).await;
+    let (slow_id, fast_id) = (slow_id.as_str(), fast_id.as_str());
 
     let data = app.example(EVENT_TYPE).await;
     let events: Vec<Value> = (0..EVENTS * 2)
@@ -831,30 +858,14 @@ async fn slow_webhooks_older_backlog_leaves_slots_for_a_healthy_one() {
     const EVENTS: usize = 40;
     // The slow webhook's backlog is older, so every claim finds it first; its lane may hold many
     // claimed deliveries, but only while half the slots are free.
-    let app = spawn_app_with(|s| {
-        s.per_webhook_concurrency = 2;
-        s.max_in_flight = 16;
-    })
-    .await;
-    let slow = Receiver::answering(Reply::status(200).after(Duration::from_secs(30))).await;
-    let fast = Receiver::start().await;
-    let ws = app.create_workspace().await;
-    let add = |url: String, campaign: &'static str| {
-        let (app, ws) = (&app, &ws);
-        async move {
-            let hook = app
-                .add_webhook(
-                    ws,
-                    &url,
-                    &[EVENT_TYPE],
-                    json!({ "timeout_ms": 1000, "filters": { "campaign_ids": [campaign] } }),
-                )
-                .await;
-            hook["id"].as_str().expect("id").to_owned()
-        }
-    };
-    let slow_id = add(slow.url.clone(), "slow").await;
-    let fast_id = add(fast.url.clone(), "fast").await;
+    let SlowAndFast {
+        app,
+        ws,
+        slow: _slow,
+        fast,
+        slow_id,
+        fast_id,
+    } = slow_and_fast(2).await;
     let data = app.example(EVENT_TYPE).await;
     let publish = |campaign: &'static str| {
         let events: Vec<Value> = (0..EVENTS)
