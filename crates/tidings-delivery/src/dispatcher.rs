@@ -268,7 +268,7 @@ impl Dispatcher {
                     .min(config.claim_batch),
                 lease_ms: config.lease_ms,
                 exclude_webhooks: self.saturated_webhooks(),
-                per_webhook_concurrency: u32::try_from(self.lane_capacity()).unwrap_or(u32::MAX),
+                per_webhook_claims: u32::try_from(self.lane_capacity()).unwrap_or(u32::MAX),
             };
             let claimed = match store.claim_due(&claim).await {
                 Ok(claimed) => claimed,

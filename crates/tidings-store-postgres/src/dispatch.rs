@@ -88,7 +88,7 @@ enum Claimed {
 }
 
 async fn claim_once(pool: &PgPool, claim: &Claim) -> TxResult<Claimed> {
-    let concurrency = i64::from(claim.per_webhook_concurrency.max(1));
+    let concurrency = i64::from(claim.per_webhook_claims.max(1));
     let mut tx = pool.begin().await?;
     // Due deliveries, oldest due first, skipping any another node is claiming right now. A claim
     // whose lease ran out is due again and is taken over here. One table, one index, a bounded

@@ -16,7 +16,7 @@ fn json_list(ids: &[String]) -> String {
 }
 
 /// Claims due deliveries of active webhooks, no more per webhook than brings its live claims to
-/// `per_webhook_concurrency`; the claim's end becomes the delivery's due time.
+/// `per_webhook_claims`; the claim's end becomes the delivery's due time.
 pub async fn claim(conn: &mut SqliteConnection, claim: &Claim) -> StoreResult<Vec<String>> {
     let ids: Vec<String> = sqlx::query_scalar(
         "UPDATE deliveries SET claimed_by = ?1, next_attempt_at = ?2
@@ -45,7 +45,7 @@ pub async fn claim(conn: &mut SqliteConnection, claim: &Claim) -> StoreResult<Ve
     .bind(claim.now)
     .bind(json_list(&claim.exclude_webhooks))
     .bind(i64::from(claim.limit))
-    .bind(i64::from(claim.per_webhook_concurrency))
+    .bind(i64::from(claim.per_webhook_claims))
     .fetch_all(conn)
     .await
     .map_err(map_err)?;

@@ -183,7 +183,7 @@ pub struct Claim {
     /// Most live (unexpired, unrecorded) claims one webhook may hold at once, across every node
     /// sharing the store: a claim hands out at most enough of its deliveries to reach it. On a
     /// shared store the dispatcher passes the webhook concurrency limit, so it holds across nodes.
-    pub per_webhook_concurrency: u32,
+    pub per_webhook_claims: u32,
 }
 
 /// Everything the dispatcher needs to make one attempt, read in the claim.

@@ -129,7 +129,7 @@ async fn per_webhook_concurrency_holds_across_nodes_claiming_at_once() {
     publish_many(&a, &quiet, 3, at).await;
     let (a, b) = (Arc::new(a), Arc::new(b));
     let limited = |i: usize| Claim {
-        per_webhook_concurrency: 5,
+        per_webhook_claims: 5,
         ..claim(node_name(i), now(), 50)
     };
 
@@ -174,7 +174,7 @@ async fn per_webhook_concurrency_holds_across_nodes_claiming_at_once() {
         &b,
         (0..4)
             .map(|i| Claim {
-                per_webhook_concurrency: 5,
+                per_webhook_claims: 5,
                 ..claim(node_name(i), later, 50)
             })
             .collect(),

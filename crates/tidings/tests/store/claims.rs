@@ -327,7 +327,7 @@ pub async fn claim_due_caps_live_claims_per_webhook(backend: Backend) {
     publish_many(store, &quiet, 2, now() - 1_000).await;
     let start = now();
     let capped = |at| Claim {
-        per_webhook_concurrency: 3,
+        per_webhook_claims: 3,
         lease_ms: 1_000,
         ..claim("node-a", at, 100)
     };

@@ -167,7 +167,7 @@ pub fn claim(node: &str, now: UnixMillis, limit: u32) -> Claim {
         limit,
         lease_ms: LONG_LEASE_MS,
         exclude_webhooks: Vec::new(),
-        per_webhook_concurrency: 10_000,
+        per_webhook_claims: 10_000,
     }
 }
 

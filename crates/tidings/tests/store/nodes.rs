@@ -92,7 +92,7 @@ pub async fn per_webhook_concurrency_holds_across_nodes(backend: Backend) {
     let hook = webhook(store, &home.id, WebhookState::Active).await;
     publish_many(store, &hook, 50, now() - 1_000).await;
     let capped = |node: &str| Claim {
-        per_webhook_concurrency: 4,
+        per_webhook_claims: 4,
         ..claim(node, now(), 10)
     };
 
@@ -102,7 +102,7 @@ pub async fn per_webhook_concurrency_holds_across_nodes(backend: Backend) {
             claim_due(
                 store.as_ref(),
                 &Claim {
-                    per_webhook_concurrency: 4,
+                    per_webhook_claims: 4,
                     ..claim(&node_name(index), now(), 10)
                 },
             )
