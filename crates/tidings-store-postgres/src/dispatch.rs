@@ -90,6 +90,13 @@ enum Claimed {
 async fn claim_once(pool: &PgPool, claim: &Claim) -> TxResult<Claimed> {
     let concurrency = i64::from(claim.per_webhook_claims.max(1));
     let mut tx = pool.begin().await?;
+    // A claim need not wait for its WAL flush: one lost to a database crash leaves the delivery
+    // due again (sent again, as after any lost claim), and a claim a later commit depends on is
+    // flushed with that commit. Each claim would otherwise wait for an fsync while its webhook's
+    // live-claim cap holds the lane still.
+    sqlx::query("SET LOCAL synchronous_commit TO OFF")
+        .execute(&mut *tx)
+        .await?;
     // Due deliveries, oldest due first, skipping any another node is claiming right now. A claim
     // whose lease ran out is due again and is taken over here. One table, one index, a bounded
     // window: the deliveries table grows and churns faster than its statistics follow, and a
@@ -374,8 +381,11 @@ pub async fn insert_attempts(
 /// Gives back claimed deliveries, due at once; returns whether any was given back.
 pub async fn release(pool: &PgPool, node: &str, ids: &[String]) -> StoreResult<bool> {
     let released = sqlx::query(
-        "UPDATE deliveries SET claimed_by = NULL, next_attempt_at = $1
-         WHERE claimed_by = $2 AND status = 'pending' AND id = ANY($3)",
+        "UPDATE deliveries d SET claimed_by = NULL, next_attempt_at = $1
+         FROM (SELECT id FROM deliveries
+               WHERE claimed_by = $2 AND status = 'pending' AND id = ANY($3)
+               ORDER BY id FOR UPDATE) mine
+         WHERE d.id = mine.id",
     )
     .bind(now_millis())
     .bind(node)
@@ -393,8 +403,11 @@ pub async fn renew(
     until: UnixMillis,
 ) -> StoreResult<()> {
     sqlx::query(
-        "UPDATE deliveries SET next_attempt_at = GREATEST(next_attempt_at, $1)
-         WHERE claimed_by = $2 AND status = 'pending' AND id = ANY($3)",
+        "UPDATE deliveries d SET next_attempt_at = GREATEST(d.next_attempt_at, $1)
+         FROM (SELECT id FROM deliveries
+               WHERE claimed_by = $2 AND status = 'pending' AND id = ANY($3)
+               ORDER BY id FOR UPDATE) mine
+         WHERE d.id = mine.id",
     )
     .bind(until)
     .bind(node)

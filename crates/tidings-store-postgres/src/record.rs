@@ -178,8 +178,11 @@ async fn record_once(
         .collect();
     if !disabling.is_empty() {
         sqlx::query(
-            "UPDATE deliveries SET status = 'skipped', next_attempt_at = NULL, updated_at = $1
-             WHERE webhook_id = ANY($2) AND status = 'pending' AND claimed_by IS NULL",
+            "UPDATE deliveries d SET status = 'skipped', next_attempt_at = NULL, updated_at = $1
+             FROM (SELECT id FROM deliveries
+                   WHERE webhook_id = ANY($2) AND status = 'pending' AND claimed_by IS NULL
+                   ORDER BY id FOR UPDATE) waiting
+             WHERE d.id = waiting.id",
         )
         .bind(now)
         .bind(&disabling)
@@ -246,8 +249,10 @@ async fn update_deliveries<'a>(
                                     THEN u.next_at END,
              claimed_by = NULL, last_status_code = u.code, last_error_kind = u.kind, updated_at = $1
          FROM UNNEST($2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::TEXT[])
-             AS u(id, status, next_at, code, kind)
-         WHERE d.id = u.id AND d.claimed_by = $7
+                 AS u(id, status, next_at, code, kind),
+             (SELECT id FROM deliveries WHERE id = ANY($2) AND claimed_by = $7
+              ORDER BY id FOR UPDATE) mine
+         WHERE d.id = u.id AND d.id = mine.id AND d.claimed_by = $7
          RETURNING d.id, d.attempts, d.workspace_id, d.event_id, d.event_type",
     )
     .bind(now)

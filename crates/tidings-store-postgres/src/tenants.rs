@@ -293,14 +293,20 @@ async fn hold_or_release(
 ) -> TxResult<()> {
     let query = if active {
         sqlx::query(
-            "UPDATE deliveries SET next_attempt_at = $1
-             WHERE webhook_id = $2 AND status = 'pending' AND next_attempt_at IS NULL",
+            "UPDATE deliveries d SET next_attempt_at = $1
+             FROM (SELECT id FROM deliveries
+                   WHERE webhook_id = $2 AND status = 'pending' AND next_attempt_at IS NULL
+                   ORDER BY id FOR UPDATE) held
+             WHERE d.id = held.id",
         )
         .bind(at)
     } else {
         sqlx::query(
-            "UPDATE deliveries SET next_attempt_at = NULL
-             WHERE webhook_id = $1 AND status = 'pending' AND claimed_by IS NULL",
+            "UPDATE deliveries d SET next_attempt_at = NULL
+             FROM (SELECT id FROM deliveries
+                   WHERE webhook_id = $1 AND status = 'pending' AND claimed_by IS NULL
+                   ORDER BY id FOR UPDATE) waiting
+             WHERE d.id = waiting.id",
         )
     };
     query.bind(webhook_id).execute(conn).await?;
