@@ -140,12 +140,6 @@ impl PostgresStore {
         })
     }
 
-    fn listener(&self) -> std::sync::MutexGuard<'_, Option<JoinHandle<()>>> {
-        self.listener
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// Work may be due: wakes this node's dispatcher now and, through the announcer, every node.
     fn wake_all(&self) {
         self.work.notify_one();
@@ -382,22 +376,22 @@ impl Store for PostgresStore {
     }
 
     async fn close(&self) {
-        let announcer = self
-            .announcer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(announcer) = announcer {
-            announcer.abort();
-            let _ = announcer.await;
-        }
-        let listener = self.listener().take();
-        if let Some(listener) = listener {
-            listener.abort();
-            // Aborted (or already ended): its connection has been given back either way.
-            let _ = listener.await;
-        }
+        stop_task(&self.announcer).await;
+        stop_task(&self.listener).await;
         self.listen_pool.close().await;
         self.pool.close().await;
+    }
+}
+
+/// Aborts a background task once and waits for it: aborted (or already ended), it has given its
+/// connection back either way.
+async fn stop_task(slot: &Mutex<Option<JoinHandle<()>>>) {
+    let task = slot
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take();
+    if let Some(task) = task {
+        task.abort();
+        let _ = task.await;
     }
 }
