@@ -73,11 +73,16 @@ pub async fn update_workspace(pool: &PgPool, ws: &Workspace) -> StoreResult<()> 
 pub async fn delete_workspace(pool: &PgPool, id: &str) -> StoreResult<()> {
     retrying("deleting a workspace", move || async move {
         let mut tx = pool.begin().await?;
-        // Deliveries carry the workspace but reference it only through events and webhooks.
-        sqlx::query("DELETE FROM deliveries WHERE workspace_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        // Deliveries carry the workspace but reference it only through events and webhooks;
+        // locked in id order first, as every statement changing several deliveries does.
+        sqlx::query(
+            "DELETE FROM deliveries d
+             USING (SELECT id FROM deliveries WHERE workspace_id = $1 ORDER BY id FOR UPDATE) doomed
+             WHERE d.id = doomed.id",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         let result = sqlx::query("DELETE FROM workspaces WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -318,9 +323,13 @@ pub async fn delete_webhook(pool: &PgPool, workspace_id: &str, id: &str) -> Stor
         let mut tx = pool.begin().await?;
         // Its deliveries before the webhook (and its gate, which goes with it): a claim holds its
         // candidate deliveries while it waits for the gate, so the other order could deadlock.
+        // They are locked in id order first, as every statement changing several deliveries does.
         sqlx::query(
-            "DELETE FROM deliveries d USING webhooks w
-             WHERE w.id = $1 AND w.workspace_id = $2 AND d.webhook_id = w.id",
+            "DELETE FROM deliveries d
+             USING (SELECT x.id FROM deliveries x JOIN webhooks w ON w.id = x.webhook_id
+                    WHERE w.id = $1 AND w.workspace_id = $2
+                    ORDER BY x.id FOR UPDATE OF x) doomed
+             WHERE d.id = doomed.id",
         )
         .bind(id)
         .bind(workspace_id)
