@@ -269,6 +269,7 @@ impl Dispatcher {
                 lease_ms: config.lease_ms,
                 exclude_webhooks: self.saturated_webhooks(),
                 per_webhook_claims: u32::try_from(self.lane_capacity()).unwrap_or(u32::MAX),
+                settled: recorder.settled(),
             };
             let claimed = match store.claim_due(&claim).await {
                 Ok(claimed) => claimed,
@@ -324,10 +325,7 @@ impl Dispatcher {
                 tracker.spawn(async move {
                     let id = delivery.delivery_id.clone();
                     tokio::select! {
-                        outcome = this.attempt(&lane, delivery) => {
-                            // The recorder outlives every attempt task, so this send cannot fail.
-                            let _ = outcomes.send(outcome);
-                        }
+                        outcome = this.attempt(&lane, delivery) => outcomes.send(outcome),
                         _ = abort.cancelled() => {
                             let _ = given_back.send(id.clone());
                         }

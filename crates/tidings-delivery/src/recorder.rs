@@ -1,6 +1,7 @@
 //! Records finished attempts in batches, so many outcomes share one commit.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tidings_store::{HealthPolicy, NextState, Outcome, Store};
@@ -9,20 +10,56 @@ use tokio::task::JoinHandle;
 
 const MAX_OUTCOMES_PER_COMMIT: usize = 512;
 
+/// Deliveries whose outcome was handed to the recorder and is not committed yet.
+#[derive(Clone, Default)]
+struct Settled(Arc<Mutex<HashSet<String>>>);
+
+impl Settled {
+    fn lock(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 pub struct Recorder {
-    sender: mpsc::UnboundedSender<Outcome>,
+    sender: OutcomeSender,
     task: JoinHandle<()>,
+}
+
+/// Hands finished attempts to the recorder.
+#[derive(Clone)]
+pub struct OutcomeSender {
+    outcomes: mpsc::UnboundedSender<Outcome>,
+    settled: Settled,
+}
+
+impl OutcomeSender {
+    pub fn send(&self, outcome: Outcome) {
+        self.settled.lock().insert(outcome.delivery_id.clone());
+        // The recorder task only ends once every sender is dropped, so this cannot fail.
+        let _ = self.outcomes.send(outcome);
+    }
 }
 
 impl Recorder {
     pub fn spawn(store: Arc<dyn Store>, node: String, policy: HealthPolicy) -> Self {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(store, node, policy, receiver));
-        Self { sender, task }
+        let (outcomes, receiver) = mpsc::unbounded_channel();
+        let settled = Settled::default();
+        let task = tokio::spawn(run(store, node, policy, receiver, settled.clone()));
+        Self {
+            sender: OutcomeSender { outcomes, settled },
+            task,
+        }
     }
 
-    pub fn sender(&self) -> mpsc::UnboundedSender<Outcome> {
+    pub fn sender(&self) -> OutcomeSender {
         self.sender.clone()
+    }
+
+    /// The deliveries whose attempt is over but whose outcome is not committed yet.
+    pub fn settled(&self) -> Vec<String> {
+        self.sender.settled.lock().iter().cloned().collect()
     }
 
     /// Waits until every outcome sent so far is committed (all senders must be dropped).
@@ -39,6 +76,7 @@ async fn run(
     node: String,
     policy: HealthPolicy,
     mut receiver: mpsc::UnboundedReceiver<Outcome>,
+    settled: Settled,
 ) {
     let mut batch = Vec::with_capacity(MAX_OUTCOMES_PER_COMMIT);
     while receiver
@@ -51,7 +89,13 @@ async fn run(
         // delivery again after its claim expires, which is allowed but wasteful.
         loop {
             match store.record_outcomes(&node, batch.clone(), &policy).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    let mut settled = settled.lock();
+                    for outcome in &batch {
+                        settled.remove(&outcome.delivery_id);
+                    }
+                    break;
+                }
                 Err(error) => {
                     tracing::error!(%error, outcomes = batch.len(), "recording delivery outcomes failed; retrying");
                     tokio::time::sleep(delay).await;

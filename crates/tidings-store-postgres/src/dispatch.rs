@@ -165,14 +165,18 @@ async fn claim_once(pool: &PgPool, claim: &Claim) -> TxResult<Claimed> {
         }
     }
 
-    // Claims committed by other nodes before they released these gates are counted here.
+    // Claims committed by other nodes before they released these gates are counted here; this
+    // node's settled ones (attempt over, outcome not committed yet) are not. Other nodes' settled
+    // claims still count, which only errs on the safe side.
     let live: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
         "SELECT webhook_id, COUNT(*) FROM deliveries
          WHERE webhook_id = ANY($1) AND claimed_by IS NOT NULL AND status = 'pending' AND next_attempt_at > $2
+           AND NOT (id = ANY($3))
          GROUP BY webhook_id",
     )
     .bind(gates.keys().map(String::as_str).collect::<Vec<_>>())
     .bind(claim.now)
+    .bind(&claim.settled)
     .fetch_all(&mut *tx)
     .await?
     .into_iter()

@@ -15,8 +15,9 @@ fn json_list(ids: &[String]) -> String {
     serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned())
 }
 
-/// Claims due deliveries of active webhooks, no more per webhook than brings its live claims to
-/// `per_webhook_claims`; the claim's end becomes the delivery's due time.
+/// Claims due deliveries of active webhooks, no more per webhook than brings its live claims (less
+/// the claim's settled ones) to `per_webhook_claims`; the claim's end becomes the delivery's due
+/// time.
 pub async fn claim(conn: &mut SqliteConnection, claim: &Claim) -> StoreResult<Vec<String>> {
     let ids: Vec<String> = sqlx::query_scalar(
         "UPDATE deliveries SET claimed_by = ?1, next_attempt_at = ?2
@@ -35,6 +36,7 @@ pub async fn claim(conn: &mut SqliteConnection, claim: &Claim) -> StoreResult<Ve
              LEFT JOIN (
                  SELECT webhook_id, COUNT(*) AS live FROM deliveries
                  WHERE claimed_by IS NOT NULL AND status = 'pending' AND next_attempt_at > ?3
+                   AND id NOT IN (SELECT value FROM json_each(?7))
                  GROUP BY webhook_id
              ) l ON l.webhook_id = c.webhook_id
              WHERE c.n <= ?6 - COALESCE(l.live, 0))
@@ -46,6 +48,7 @@ pub async fn claim(conn: &mut SqliteConnection, claim: &Claim) -> StoreResult<Ve
     .bind(json_list(&claim.exclude_webhooks))
     .bind(i64::from(claim.limit))
     .bind(i64::from(claim.per_webhook_claims))
+    .bind(json_list(&claim.settled))
     .fetch_all(conn)
     .await
     .map_err(map_err)?;

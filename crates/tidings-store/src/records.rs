@@ -184,6 +184,11 @@ pub struct Claim {
     /// sharing the store: a claim hands out at most enough of its deliveries to reach it. On a
     /// shared store the dispatcher passes the webhook concurrency limit, so it holds across nodes.
     pub per_webhook_claims: u32,
+    /// Deliveries of this node whose attempt has finished but whose outcome is not committed yet:
+    /// still claimed in storage, but no longer taking a place, so they do not count against
+    /// `per_webhook_claims`. Without this a webhook's place stays taken through the recorder's
+    /// commit, which on a shared store is most of the time a delivery holds it.
+    pub settled: Vec<String>,
 }
 
 /// Everything the dispatcher needs to make one attempt, read in the claim.

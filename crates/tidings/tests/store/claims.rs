@@ -362,6 +362,42 @@ pub async fn claim_due_caps_live_claims_per_webhook(backend: Backend) {
     assert_eq!(count_for(&later, &quiet), 2);
 }
 
+/// Deliveries whose attempt is over but whose outcome is not committed yet (the claim's `settled`)
+/// no longer take one of the webhook's places: only the claims still waiting or in flight count.
+pub async fn settled_claims_do_not_count_against_the_cap(backend: Backend) {
+    let store = backend.open().await;
+    let store = store.as_ref();
+    let home = workspace(store).await;
+    let hook = webhook(store, &home.id, WebhookState::Active).await;
+    publish_many(store, &hook, 10, now() - 1_000).await;
+    let start = now();
+    let capped = |settled: Vec<String>| Claim {
+        per_webhook_claims: 3,
+        settled,
+        ..claim("node-a", start, 100)
+    };
+
+    let first = claim_due(store, &capped(Vec::new())).await;
+    assert_eq!(first.len(), 3);
+    assert!(claim_due(store, &capped(Vec::new())).await.is_empty());
+
+    // Two of the three finished their attempts; their outcomes are still on the way.
+    let settled: Vec<String> = first[..2].iter().map(|c| c.delivery_id.clone()).collect();
+    let second = claim_due(store, &capped(settled.clone())).await;
+    assert_eq!(second.len(), 2, "the two settled places are free again");
+    assert!(claim_due(store, &capped(settled.clone())).await.is_empty());
+
+    // Their outcomes committing changes nothing: the same places, not two more.
+    record(
+        store,
+        "node-a",
+        first[..2].iter().map(delivered).collect(),
+        &quiet_policy(),
+    )
+    .await;
+    assert!(claim_due(store, &capped(settled)).await.is_empty());
+}
+
 /// A claim that finds nothing but full lanes' work (every due delivery belongs to an excluded
 /// webhook) must still see, on the next claim, anything that has since become due elsewhere: a
 /// publish, a resume, a release, a retry falling due, a manual retry, a lane no longer excluded.
