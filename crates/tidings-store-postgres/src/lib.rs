@@ -11,6 +11,7 @@ mod dispatch;
 mod errors;
 mod events;
 mod ops;
+mod quiet;
 mod reads;
 mod record;
 mod rows;
@@ -24,11 +25,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
-use tidings_core::UnixMillis;
 use tidings_core::catalog::EventTypeDef;
+use tidings_core::{UnixMillis, now_millis};
 use tidings_store::*;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+
+use crate::quiet::Quiet;
 
 pub(crate) use errors::map_err;
 
@@ -85,6 +88,8 @@ pub struct PostgresStore {
     /// Asks the announcer task to tell every node that work may be due.
     announce: Arc<Notify>,
     announcer: Mutex<Option<JoinHandle<()>>>,
+    /// What claims that found nothing outside full lanes taught.
+    quiet: Arc<Quiet>,
 }
 
 impl PostgresStore {
@@ -127,9 +132,16 @@ impl PostgresStore {
             .test_before_acquire(true)
             .connect_lazy_with(connect);
         let work = Arc::new(Notify::new());
-        let listener = tokio::spawn(wake::listen(listen_pool.clone(), work.clone()));
+        let quiet = Arc::new(Quiet::default());
+        let me: Arc<str> = Arc::from(uuid::Uuid::now_v7().simple().to_string());
+        let listener = tokio::spawn(wake::listen(
+            listen_pool.clone(),
+            work.clone(),
+            quiet.clone(),
+            me.clone(),
+        ));
         let announce = Arc::new(Notify::new());
-        let announcer = tokio::spawn(wake::announce(pool.clone(), announce.clone()));
+        let announcer = tokio::spawn(wake::announce(pool.clone(), announce.clone(), me));
         Ok(Self {
             pool,
             listen_pool,
@@ -137,11 +149,17 @@ impl PostgresStore {
             announce,
             listener: Mutex::new(Some(listener)),
             announcer: Mutex::new(Some(announcer)),
+            quiet,
         })
     }
 
     /// Work may be due: wakes this node's dispatcher now and, through the announcer, every node.
     fn wake_all(&self) {
+        self.quiet.changed();
+        self.announce_work();
+    }
+
+    fn announce_work(&self) {
         self.work.notify_one();
         self.announce.notify_one();
     }
@@ -228,7 +246,13 @@ impl Store for PostgresStore {
     async fn publish(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Published>> {
         let (published, any_due) = events::publish(&self.pool, &events).await?;
         if any_due {
-            self.wake_all();
+            self.quiet.published(
+                events
+                    .iter()
+                    .flat_map(|e| &e.deliveries)
+                    .map(|d| d.webhook_id.as_str()),
+            );
+            self.announce_work();
         }
         Ok(published)
     }
@@ -240,7 +264,7 @@ impl Store for PostgresStore {
     }
 
     async fn claim_due(&self, claim: &Claim) -> StoreResult<Vec<ClaimedDelivery>> {
-        dispatch::claim(&self.pool, claim).await
+        dispatch::claim(&self.pool, claim, &self.quiet).await
     }
     async fn release(&self, node: &str, delivery_ids: &[String]) -> StoreResult<()> {
         if dispatch::release(&self.pool, node, delivery_ids).await? {
@@ -263,6 +287,7 @@ impl Store for PostgresStore {
         policy: &HealthPolicy,
     ) -> StoreResult<()> {
         record::record(&self.pool, node, &outcomes, policy).await?;
+        self.quiet.recorded(&outcomes, now_millis());
         // Recorded attempts free claims a full lane may be waiting on (other nodes poll for that:
         // waking them on every batch would cost more than it saves).
         self.work.notify_one();

@@ -9,6 +9,8 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 
+use crate::quiet::Quiet;
+
 /// The channel every node listens on.
 pub const CHANNEL: &str = "tidings_work";
 
@@ -21,11 +23,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// commit that made it due. Not from inside that transaction: a transaction that notifies holds a
 /// database-wide lock from its commit until its WAL is flushed, which would serialize every
 /// publish. Requests that arrive while one notification is on its way fold into the next one.
-pub async fn announce(pool: PgPool, wanted: Arc<Notify>) {
+/// The payload names the sending store (`me`), so its own listener can tell it apart.
+pub async fn announce(pool: PgPool, wanted: Arc<Notify>, me: Arc<str>) {
     loop {
         wanted.notified().await;
-        if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
+            .bind(&*me)
             .execute(&pool)
             .await
         {
@@ -38,8 +42,10 @@ pub async fn announce(pool: PgPool, wanted: Arc<Notify>) {
 
 /// Listens for work notifications until the task is aborted, reconnecting with backoff whenever
 /// the connection is lost (PostgreSQL restarted). Notifications sent while disconnected are lost,
-/// so the dispatcher is woken after every reconnection to look for due work itself.
-pub async fn listen(pool: PgPool, work: Arc<Notify>) {
+/// so the dispatcher is woken after every reconnection to look for due work itself. Notifications
+/// from other stores (and losing the connection) also end what empty claims taught (`quiet`): this
+/// store's own writes already did.
+pub async fn listen(pool: PgPool, work: Arc<Notify>, quiet: Arc<Quiet>, me: Arc<str>) {
     let mut backoff = FIRST_BACKOFF;
     let mut lost = false;
     loop {
@@ -48,16 +54,23 @@ pub async fn listen(pool: PgPool, work: Arc<Notify>) {
                 if lost {
                     tracing::info!("listening for due work from other nodes again");
                 }
+                quiet.changed();
                 work.notify_one();
                 backoff = FIRST_BACKOFF;
                 let error = loop {
                     match listener.try_recv().await {
-                        Ok(Some(_)) => work.notify_one(),
+                        Ok(Some(notification)) => {
+                            if notification.payload() != &*me {
+                                quiet.changed();
+                            }
+                            work.notify_one();
+                        }
                         // The connection was lost and the listener has already reconnected.
                         Ok(None) => {
                             tracing::warn!(
                                 "the connection listening for due work was lost and made again"
                             );
+                            quiet.changed();
                             work.notify_one();
                         }
                         Err(error) => break error,

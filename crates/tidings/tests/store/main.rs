@@ -101,5 +101,6 @@ stories! {
         nodes::concurrent_failures_keep_one_count_and_one_notification,
         nodes::concurrent_notification_claims_never_share_one,
         nodes::publish_on_one_node_wakes_another,
+        nodes::work_from_another_node_is_claimed_past_full_lanes,
     ],
 }

@@ -483,3 +483,36 @@ pub async fn rate_limit_follows_webhook_updates(backend: Backend) {
     let rest = claim_due(stores[1].as_ref(), &claim("node-1", now(), 100)).await;
     assert_eq!(rest.len(), 18);
 }
+
+/// A node remembers a claim that found nothing outside its full lanes; work another node makes due
+/// outside them ends that at once (its notification reaches the node), not a second later.
+pub async fn work_from_another_node_is_claimed_past_full_lanes(backend: Backend) {
+    let stores = nodes(&backend, 2).await;
+    let (publisher, claimer) = (stores[0].as_ref(), stores[1].as_ref());
+    let home = workspace(publisher).await;
+    let full = webhook(publisher, &home.id, WebhookState::Active).await;
+    let other = webhook(publisher, &home.id, WebhookState::Active).await;
+    publish_many(publisher, &full, 5, now() - 1_000).await;
+    let signal = claimer.work_signal();
+    // Wake-ups from starting to listen and from the publish above pass first.
+    let _ = tokio::time::timeout(Duration::from_secs(2), signal.notified()).await;
+    drain(&signal).await;
+
+    let start = now();
+    let past_full = || Claim {
+        exclude_webhooks: vec![full.id.clone()],
+        ..claim("node-1", start, 10)
+    };
+    assert!(claim_due(claimer, &past_full()).await.is_empty());
+    assert!(claim_due(claimer, &past_full()).await.is_empty());
+    let mut fresh = Vec::new();
+    assert!(
+        wakes(&signal, async {
+            fresh = publish_many(publisher, &other, 1, start).await;
+        })
+        .await,
+        "the other node's publish reaches this one"
+    );
+    let claimed = claim_due(claimer, &past_full()).await;
+    assert_eq!(ids_of(&claimed), fresh);
+}
