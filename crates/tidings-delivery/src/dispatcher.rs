@@ -36,11 +36,11 @@ pub struct DispatcherConfig {
     pub max_in_flight: usize,
     /// Most concurrent attempts to one webhook.
     pub per_webhook_concurrency: usize,
-    /// Most deliveries of one webhook held claimed at once (waiting in its lane or in flight): on a
-    /// store one process owns, many rounds of `per_webhook_concurrency`, so a busy lane is topped
+    /// Most deliveries of one webhook held claimed at once (waiting in its lane or in flight) while
+    /// no other node holds any: many rounds of `per_webhook_concurrency`, so a busy lane is topped
     /// up by few large claims and never runs dry between them (only while half the slots are
-    /// free: see `lane_capacity`); on a shared store, `per_webhook_concurrency` itself, so the
-    /// limit holds across every node.
+    /// free: see `lane_capacity`). While other nodes hold claims of the webhook too, all of them
+    /// together hold at most `per_webhook_concurrency` (see `Claim::alone_claims`).
     pub per_webhook_claims: usize,
     /// How long a claim holds before another node may take the delivery over; renewed every third
     /// of it while the attempt runs, so only a node that stopped loses its claims.
@@ -268,7 +268,9 @@ impl Dispatcher {
                     .min(config.claim_batch),
                 lease_ms: config.lease_ms,
                 exclude_webhooks: self.saturated_webhooks(),
-                per_webhook_claims: u32::try_from(self.lane_capacity()).unwrap_or(u32::MAX),
+                per_webhook_claims: u32::try_from(config.per_webhook_concurrency)
+                    .unwrap_or(u32::MAX),
+                alone_claims: u32::try_from(self.lane_capacity()).unwrap_or(u32::MAX),
                 settled: recorder.settled(),
             };
             let claimed = match store.claim_due(&claim).await {

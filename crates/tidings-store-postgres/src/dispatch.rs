@@ -206,20 +206,22 @@ async fn claim_once(pool: &PgPool, claim: &Claim) -> TxResult<Claimed> {
     // claims still count, which only errs on the safe side. Every live claim is read from
     // deliveries_live (at most what the nodes hold in memory) and the webhooks picked after: asked
     // per webhook, the planner chose a webhook index and read its whole backlog.
-    let live: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
+    let live: HashMap<String, (i64, i64)> = sqlx::query_as::<_, (String, i64, i64)>(
         "WITH live AS MATERIALIZED (
-             SELECT id, webhook_id FROM deliveries
+             SELECT id, webhook_id, claimed_by FROM deliveries
              WHERE claimed_by IS NOT NULL AND status = 'pending' AND next_attempt_at > $2)
-         SELECT webhook_id, COUNT(*) FROM live
+         SELECT webhook_id, COUNT(*), COUNT(*) FILTER (WHERE claimed_by <> $4) FROM live
          WHERE webhook_id = ANY($1) AND NOT (id = ANY($3))
          GROUP BY webhook_id",
     )
     .bind(gates.keys().map(String::as_str).collect::<Vec<_>>())
     .bind(claim.now)
     .bind(&claim.settled)
+    .bind(&claim.node)
     .fetch_all(&mut *tx)
     .await?
     .into_iter()
+    .map(|(webhook_id, live, others)| (webhook_id, (live, others)))
     .collect();
 
     // What each webhook may still take: its free concurrency, and its whole rate tokens.
@@ -231,7 +233,15 @@ async fn claim_once(pool: &PgPool, claim: &Claim) -> TxResult<Claimed> {
         if !active {
             continue;
         }
-        let mut free = concurrency - live.get(webhook_id).copied().unwrap_or(0);
+        let (live, others) = live.get(webhook_id).copied().unwrap_or((0, 0));
+        // Alone, a node may hold more than the limit: it runs at most that many at once, and
+        // another node's claim sees these and takes only what brings the total back under it.
+        let cap = if others == 0 {
+            concurrency.max(i64::from(claim.alone_claims))
+        } else {
+            concurrency
+        };
+        let mut free = cap - live;
         if let Some(rate) = gate.rate_per_s {
             free = free.min(gate.tokens_at(rate, claim.now).floor() as i64);
         }

@@ -16,8 +16,8 @@ fn json_list(ids: &[String]) -> String {
 }
 
 /// Claims due deliveries of active webhooks, no more per webhook than brings its live claims (less
-/// the claim's settled ones) to `per_webhook_claims`; the claim's end becomes the delivery's due
-/// time.
+/// the claim's settled ones) to `per_webhook_claims`, or to `alone_claims` where no other node
+/// holds any; the claim's end becomes the delivery's due time.
 pub async fn claim(conn: &mut SqliteConnection, claim: &Claim) -> StoreResult<Vec<String>> {
     let ids: Vec<String> = sqlx::query_scalar(
         "UPDATE deliveries SET claimed_by = ?1, next_attempt_at = ?2
@@ -34,12 +34,14 @@ pub async fn claim(conn: &mut SqliteConnection, claim: &Claim) -> StoreResult<Ve
                  WHERE NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.state != 'active')
              ) c
              LEFT JOIN (
-                 SELECT webhook_id, COUNT(*) AS live FROM deliveries
+                 SELECT webhook_id, COUNT(*) AS live, SUM(claimed_by != ?1) AS others
+                 FROM deliveries
                  WHERE claimed_by IS NOT NULL AND status = 'pending' AND next_attempt_at > ?3
                    AND id NOT IN (SELECT value FROM json_each(?7))
                  GROUP BY webhook_id
              ) l ON l.webhook_id = c.webhook_id
-             WHERE c.n <= ?6 - COALESCE(l.live, 0))
+             WHERE c.n <= (CASE WHEN COALESCE(l.others, 0) = 0 THEN MAX(?6, ?8) ELSE ?6 END)
+                          - COALESCE(l.live, 0))
          RETURNING id",
     )
     .bind(&claim.node)
@@ -49,6 +51,7 @@ pub async fn claim(conn: &mut SqliteConnection, claim: &Claim) -> StoreResult<Ve
     .bind(i64::from(claim.limit))
     .bind(i64::from(claim.per_webhook_claims))
     .bind(json_list(&claim.settled))
+    .bind(i64::from(claim.alone_claims))
     .fetch_all(conn)
     .await
     .map_err(map_err)?;

@@ -181,9 +181,14 @@ pub struct Claim {
     pub lease_ms: i64,
     pub exclude_webhooks: Vec<String>,
     /// Most live (unexpired, unrecorded) claims one webhook may hold at once, across every node
-    /// sharing the store: a claim hands out at most enough of its deliveries to reach it. On a
-    /// shared store the dispatcher passes the webhook concurrency limit, so it holds across nodes.
+    /// sharing the store: a claim hands out at most enough of its deliveries to reach it. The
+    /// dispatcher passes the webhook concurrency limit, so it holds across nodes.
     pub per_webhook_claims: u32,
+    /// A higher cap for a node that is the only one holding live claims of a webhook: it runs at
+    /// most the concurrency limit at once anyway, and any other node can take only what brings all
+    /// live claims back under `per_webhook_claims`, so the limit still holds across nodes while
+    /// the lone node keeps work in memory ahead of its attempts. 0: no higher cap.
+    pub alone_claims: u32,
     /// Deliveries of this node whose attempt has finished but whose outcome is not committed yet:
     /// still claimed in storage, but no longer taking a place, so they do not count against
     /// `per_webhook_claims`. Without this a webhook's place stays taken through the recorder's

@@ -81,11 +81,7 @@ impl Application {
                     .unwrap_or(i64::MAX),
                 retry_schedule: settings.retry_schedule.clone(),
                 per_webhook_concurrency: settings.per_webhook_concurrency,
-                per_webhook_claims: if settings.uses_postgres() {
-                    settings.per_webhook_concurrency
-                } else {
-                    settings.per_webhook_concurrency.saturating_mul(16)
-                },
+                per_webhook_claims: settings.per_webhook_concurrency.saturating_mul(16),
                 max_in_flight: settings.max_in_flight,
                 allow_private_targets: settings.allow_private_targets,
                 health: HealthPolicy {

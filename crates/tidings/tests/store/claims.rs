@@ -398,6 +398,53 @@ pub async fn settled_claims_do_not_count_against_the_cap(backend: Backend) {
     assert!(claim_due(store, &capped(settled)).await.is_empty());
 }
 
+/// A node that is the only one holding claims of a webhook may hold up to `alone_claims` of them;
+/// while another node holds some too, all of them together stay under `per_webhook_claims`.
+pub async fn a_lone_node_holds_more_and_a_second_shares_the_cap(backend: Backend) {
+    let store = backend.open().await;
+    let store = store.as_ref();
+    let home = workspace(store).await;
+    let hook = webhook(store, &home.id, WebhookState::Active).await;
+    publish_many(store, &hook, 30, now() - 1_000).await;
+    let start = now();
+    let deep = |node: &str| Claim {
+        per_webhook_claims: 3,
+        alone_claims: 8,
+        ..claim(node, start, 100)
+    };
+
+    let a = claim_due(store, &deep("node-a")).await;
+    assert_eq!(a.len(), 8, "alone, a node holds its deep lane");
+    assert!(
+        claim_due(store, &deep("node-b")).await.is_empty(),
+        "the other node's 8 already exceed the shared cap of 3"
+    );
+
+    // Six of node-a's outcomes commit: two of its claims stay live, so node-b may take one.
+    record(
+        store,
+        "node-a",
+        a[..6].iter().map(delivered).collect(),
+        &quiet_policy(),
+    )
+    .await;
+    let b = claim_due(store, &deep("node-b")).await;
+    assert_eq!(
+        b.len(),
+        1,
+        "2 live on node-a, so 1 more under the shared cap"
+    );
+    assert!(
+        claim_due(store, &deep("node-a")).await.is_empty(),
+        "node-b holds one too, so node-a is back under the shared cap"
+    );
+
+    // Once node-b holds none, node-a is alone again.
+    record(store, "node-b", vec![delivered(&b[0])], &quiet_policy()).await;
+    let again = claim_due(store, &deep("node-a")).await;
+    assert_eq!(again.len(), 6, "alone again: up to 8 with its 2 live");
+}
+
 /// A claim that finds nothing but full lanes' work (every due delivery belongs to an excluded
 /// webhook) must still see, on the next claim, anything that has since become due elsewhere: a
 /// publish, a resume, a release, a retry falling due, a manual retry, a lane no longer excluded.

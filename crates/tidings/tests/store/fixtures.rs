@@ -168,6 +168,7 @@ pub fn claim(node: &str, now: UnixMillis, limit: u32) -> Claim {
         lease_ms: LONG_LEASE_MS,
         exclude_webhooks: Vec::new(),
         per_webhook_claims: 10_000,
+        alone_claims: 0,
         settled: Vec::new(),
     }
 }

@@ -71,6 +71,7 @@ stories! {
         claims::release_all_claims_depends_on_who_owns_the_store,
         claims::claim_due_caps_live_claims_per_webhook,
         claims::settled_claims_do_not_count_against_the_cap,
+        claims::a_lone_node_holds_more_and_a_second_shares_the_cap,
         claims::publish_and_release_wake_the_work_signal,
         claims::work_due_outside_full_lanes_is_claimed_at_once,
         outcomes::record_outcomes_moves_deliveries_and_lists_attempts,
