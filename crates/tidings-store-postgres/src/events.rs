@@ -10,32 +10,64 @@ use crate::errors::{TxResult, retrying};
 use crate::{dispatch, map_err, rows};
 
 /// Stores events and all their deliveries in one transaction; returns what was published and
-/// whether any delivery is due (every node has then been told).
+/// whether any delivery is due (every node has then been told). Events go in with one statement
+/// and their deliveries with another, however many there are: each statement is a round trip,
+/// which costs far more than PostgreSQL's work per row. An event with an idempotency key first
+/// writes what came before it, so a key repeated within the batch finds the earlier event stored.
 pub async fn publish(pool: &PgPool, events: &[NewEvent]) -> StoreResult<(Vec<Published>, bool)> {
     retrying("publishing events", move || async move {
         let mut tx = pool.begin().await?;
-        let mut published = Vec::with_capacity(events.len());
+        let mut published: Vec<Option<Published>> = Vec::with_capacity(events.len());
+        let mut waiting: Vec<usize> = Vec::with_capacity(events.len());
         let mut any_due = false;
-        for event in events {
-            if let Some(key) = &event.idempotency_key
-                && let Some(earlier) = claim_idempotency_key(&mut tx, event, key).await?
-            {
-                published.push(earlier);
-                continue;
+        for (index, event) in events.iter().enumerate() {
+            if let Some(key) = &event.idempotency_key {
+                any_due |= insert(&mut tx, events, &mut waiting, &mut published).await?;
+                if let Some(earlier) = claim_idempotency_key(&mut tx, event, key).await? {
+                    published.push(Some(earlier));
+                    continue;
+                }
             }
-            insert_event(&mut tx, event).await?;
-            let (delivery_ids, due) = insert_deliveries(&mut tx, event).await?;
-            any_due |= due;
-            published.push(Published {
-                event_id: event.id.clone(),
-                delivery_ids,
-                duplicate: false,
-            });
+            published.push(None);
+            waiting.push(index);
         }
+        any_due |= insert(&mut tx, events, &mut waiting, &mut published).await?;
         tx.commit().await?;
+        let published = published.into_iter().flatten().collect();
         Ok((published, any_due))
     })
     .await
+}
+
+/// Inserts the `waiting` events (indexes into `events`) and their deliveries, and fills in their
+/// places in `published`; returns whether any delivery is due.
+async fn insert(
+    conn: &mut PgConnection,
+    events: &[NewEvent],
+    waiting: &mut Vec<usize>,
+    published: &mut [Option<Published>],
+) -> TxResult<bool> {
+    if waiting.is_empty() {
+        return Ok(false);
+    }
+    let batch: Vec<&NewEvent> = waiting.iter().map(|&i| &events[i]).collect();
+    insert_events(conn, &batch).await?;
+    let (stored, due) = insert_deliveries(conn, &batch).await?;
+    for &index in waiting.iter() {
+        let event = &events[index];
+        published[index] = Some(Published {
+            event_id: event.id.clone(),
+            delivery_ids: event
+                .deliveries
+                .iter()
+                .filter(|d| stored.contains(&d.id))
+                .map(|d| d.id.clone())
+                .collect(),
+            duplicate: false,
+        });
+    }
+    waiting.clear();
+    Ok(due)
 }
 
 /// Takes the idempotency key for `event`, or returns the earlier event still holding it. Two
@@ -85,44 +117,62 @@ async fn claim_idempotency_key(
     }))
 }
 
-async fn insert_event(conn: &mut PgConnection, event: &NewEvent) -> TxResult<()> {
+async fn insert_events(conn: &mut PgConnection, events: &[&NewEvent]) -> TxResult<()> {
+    let column = |f: fn(&NewEvent) -> &str| events.iter().map(|e| f(e)).collect::<Vec<&str>>();
+    let optional = |f: fn(&NewEvent) -> Option<&str>| {
+        events.iter().map(|e| f(e)).collect::<Vec<Option<&str>>>()
+    };
+    let times = |f: fn(&NewEvent) -> i64| events.iter().map(|e| f(e)).collect::<Vec<i64>>();
     sqlx::query(
         "INSERT INTO events (id, workspace_id, event_type, occurred_at, received_at, data, campaign_id, client_id,
                  agent_id, category_id, idempotency_key)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::TEXT[],
+                              $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[])",
     )
-    .bind(&event.id)
-    .bind(&event.workspace_id)
-    .bind(&event.event_type)
-    .bind(event.occurred_at)
-    .bind(event.received_at)
-    .bind(&event.data)
-    .bind(&event.scope.campaign_id)
-    .bind(&event.scope.client_id)
-    .bind(&event.scope.agent_id)
-    .bind(&event.scope.category_id)
-    .bind(&event.idempotency_key)
+    .bind(column(|e| &e.id))
+    .bind(column(|e| &e.workspace_id))
+    .bind(column(|e| &e.event_type))
+    .bind(times(|e| e.occurred_at))
+    .bind(times(|e| e.received_at))
+    .bind(column(|e| &e.data))
+    .bind(optional(|e| e.scope.campaign_id.as_deref()))
+    .bind(optional(|e| e.scope.client_id.as_deref()))
+    .bind(optional(|e| e.scope.agent_id.as_deref()))
+    .bind(optional(|e| e.scope.category_id.as_deref()))
+    .bind(optional(|e| e.idempotency_key.as_deref()))
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-/// Inserts an event's deliveries in one statement, whatever the fan-out; returns the ids stored
-/// (in the order given) and whether any is due.
+/// Inserts the events' deliveries in one statement, whatever the fan-out; returns the ids stored
+/// and whether any is due.
 async fn insert_deliveries(
     conn: &mut PgConnection,
-    event: &NewEvent,
-) -> TxResult<(Vec<String>, bool)> {
-    if event.deliveries.is_empty() {
-        return Ok((Vec::new(), false));
+    events: &[&NewEvent],
+) -> TxResult<(HashSet<String>, bool)> {
+    let count = events.iter().map(|e| e.deliveries.len()).sum();
+    if count == 0 {
+        return Ok((HashSet::new(), false));
     }
-    let ids: Vec<&str> = event.deliveries.iter().map(|d| d.id.as_str()).collect();
-    let webhooks: Vec<&str> = event
-        .deliveries
-        .iter()
-        .map(|d| d.webhook_id.as_str())
-        .collect();
-    let statuses: Vec<&str> = event.deliveries.iter().map(|d| d.status.as_str()).collect();
+    let mut ids = Vec::with_capacity(count);
+    let mut webhooks = Vec::with_capacity(count);
+    let mut statuses = Vec::with_capacity(count);
+    let mut event_ids = Vec::with_capacity(count);
+    let mut workspaces = Vec::with_capacity(count);
+    let mut types = Vec::with_capacity(count);
+    let mut times = Vec::with_capacity(count);
+    for event in events {
+        for delivery in &event.deliveries {
+            ids.push(delivery.id.as_str());
+            webhooks.push(delivery.webhook_id.as_str());
+            statuses.push(delivery.status.as_str());
+            event_ids.push(event.id.as_str());
+            workspaces.push(event.workspace_id.as_str());
+            types.push(event.event_type.as_str());
+            times.push(event.received_at);
+        }
+    }
     // A webhook deleted since fan-out read it simply gets no delivery (the key-share lock waits for
     // a delete in progress, which then drops the row instead of failing the foreign key). One
     // disabled since then (fan-out's view may be a few seconds old) gets a skipped delivery, never a
@@ -130,33 +180,27 @@ async fn insert_deliveries(
     let inserted: Vec<(String, bool)> = sqlx::query_as(
         "INSERT INTO deliveries (id, workspace_id, event_id, webhook_id, event_type, status, next_attempt_at,
                                  created_at, updated_at)
-         SELECT n.id, $1, $2, n.webhook_id, $3,
+         SELECT n.id, n.workspace_id, n.event_id, n.webhook_id, n.event_type,
                 CASE WHEN w.state = 'disabled' THEN 'skipped' ELSE n.status END,
-                CASE WHEN w.state = 'active' AND n.status = 'pending' THEN $4::BIGINT ELSE NULL END, $4, $4
-         FROM UNNEST($5::TEXT[], $6::TEXT[], $7::TEXT[]) WITH ORDINALITY AS n(id, webhook_id, status, ord)
+                CASE WHEN w.state = 'active' AND n.status = 'pending' THEN n.at ELSE NULL END, n.at, n.at
+         FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::BIGINT[])
+              WITH ORDINALITY AS n(id, workspace_id, event_id, webhook_id, event_type, status, at, ord)
          JOIN webhooks w ON w.id = n.webhook_id
          ORDER BY n.ord
          FOR KEY SHARE OF w
          RETURNING id, next_attempt_at IS NOT NULL",
     )
-    .bind(&event.workspace_id)
-    .bind(&event.id)
-    .bind(&event.event_type)
-    .bind(event.received_at)
     .bind(&ids)
+    .bind(&workspaces)
+    .bind(&event_ids)
     .bind(&webhooks)
+    .bind(&types)
     .bind(&statuses)
+    .bind(&times)
     .fetch_all(&mut *conn)
     .await?;
     let due = inserted.iter().any(|(_, due)| *due);
-    let stored: HashSet<String> = inserted.into_iter().map(|(id, _)| id).collect();
-    let delivery_ids = event
-        .deliveries
-        .iter()
-        .filter(|d| stored.contains(&d.id))
-        .map(|d| d.id.clone())
-        .collect();
-    Ok((delivery_ids, due))
+    Ok((inserted.into_iter().map(|(id, _)| id).collect(), due))
 }
 
 /// Stores a test send in one go: the event, its finished test delivery and the attempt.
@@ -167,7 +211,7 @@ pub async fn insert_test_send(
 ) -> StoreResult<()> {
     retrying("storing a test send", move || async move {
         let mut tx = pool.begin().await?;
-        insert_event(&mut tx, event).await?;
+        insert_events(&mut tx, &[event]).await?;
         let status = match outcome.next {
             NextState::Delivered => "delivered",
             NextState::Failed | NextState::RetryAt(_) => "failed",
