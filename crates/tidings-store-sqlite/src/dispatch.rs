@@ -183,7 +183,7 @@ pub async fn record(
              next_attempt_at = CASE WHEN EXISTS (SELECT 1 FROM webhooks w WHERE w.id = deliveries.webhook_id AND w.state = 'active')
                                     THEN j.value->>2 END,
              last_status_code = j.value->>3, last_error_kind = j.value->>4, updated_at = ?2
-         FROM json_each(?1) j
+         FROM jsonb_each(?1) j
          WHERE deliveries.id = j.value->>0 AND deliveries.claimed_by = ?3
          RETURNING deliveries.id, deliveries.attempts, deliveries.workspace_id, deliveries.event_id,
                    deliveries.event_type",
@@ -279,7 +279,7 @@ pub async fn record(
                                    response_excerpt, request_headers, response_headers)
              SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7,
                     value->>8, value->>9
-             FROM json_each(?)",
+             FROM jsonb_each(?)",
         )
         .bind(crate::events::to_json(&attempts)?)
         .execute(&mut *conn)

@@ -120,7 +120,7 @@ async fn insert_plain(
                  agent_id, category_id, idempotency_key)
          SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7,
                 value->>8, value->>9, value->>10
-         FROM json_each(?)",
+         FROM jsonb_each(?)",
     )
     .bind(to_json(&rows)?)
     .execute(&mut *conn)
@@ -167,7 +167,7 @@ async fn insert_plain(
                     CASE WHEN w.state = 'disabled' THEN 'skipped' ELSE j.value->>5 END,
                     CASE WHEN w.state = 'active' THEN j.value->>6 ELSE NULL END,
                     j.value->>7, j.value->>7
-             FROM json_each(?) j JOIN webhooks w ON w.id = j.value->>3
+             FROM jsonb_each(?) j JOIN webhooks w ON w.id = j.value->>3
              RETURNING id",
         )
         .bind(to_json(&deliveries)?)
@@ -198,7 +198,8 @@ async fn insert_plain(
         .collect())
 }
 
-/// Rows bound as one JSON array, unpacked in SQL with `json_each`.
+/// Rows bound as one JSON array, unpacked in SQL with `jsonb_each` (its rows come out as JSONB,
+/// which `->>` reads without parsing text again).
 pub(crate) fn to_json<T: serde::Serialize>(rows: &T) -> StoreResult<String> {
     serde_json::to_string(rows).map_err(|e| StoreError::Internal(format!("encoding rows: {e}")))
 }
