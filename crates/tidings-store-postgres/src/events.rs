@@ -2,27 +2,35 @@
 
 use std::collections::HashSet;
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use tidings_core::now_millis;
 use tidings_store::*;
 
 use crate::errors::{TxResult, retrying};
 use crate::{dispatch, map_err, rows};
 
-/// Stores events and all their deliveries in one transaction; returns what was published and
-/// whether any delivery is due (every node has then been told). Events go in with one statement
-/// and their deliveries with another, however many there are: each statement is a round trip,
-/// which costs far more than PostgreSQL's work per row. An event with an idempotency key first
+/// Stores events and all their deliveries atomically; returns what was published and whether any
+/// delivery is due (every node has then been told). Events and their deliveries go in with one
+/// statement, however many there are: each statement is a round trip, which costs far more than
+/// PostgreSQL's work per row, and a batch without idempotency keys needs no transaction around
+/// that one statement (one round trip instead of four). An event with an idempotency key first
 /// writes what came before it, so a key repeated within the batch finds the earlier event stored.
 pub async fn publish(pool: &PgPool, events: &[NewEvent]) -> StoreResult<(Vec<Published>, bool)> {
     retrying("publishing events", move || async move {
+        if events.iter().all(|e| e.idempotency_key.is_none()) {
+            let all: Vec<usize> = (0..events.len()).collect();
+            let mut published = vec![None; events.len()];
+            let any_due = insert(pool, events, &all, &mut published).await?;
+            return Ok((published.into_iter().flatten().collect(), any_due));
+        }
         let mut tx = pool.begin().await?;
         let mut published: Vec<Option<Published>> = Vec::with_capacity(events.len());
         let mut waiting: Vec<usize> = Vec::with_capacity(events.len());
         let mut any_due = false;
         for (index, event) in events.iter().enumerate() {
             if let Some(key) = &event.idempotency_key {
-                any_due |= insert(&mut tx, events, &mut waiting, &mut published).await?;
+                any_due |= insert(&mut *tx, events, &waiting, &mut published).await?;
+                waiting.clear();
                 if let Some(earlier) = claim_idempotency_key(&mut tx, event, key).await? {
                     published.push(Some(earlier));
                     continue;
@@ -31,7 +39,7 @@ pub async fn publish(pool: &PgPool, events: &[NewEvent]) -> StoreResult<(Vec<Pub
             published.push(None);
             waiting.push(index);
         }
-        any_due |= insert(&mut tx, events, &mut waiting, &mut published).await?;
+        any_due |= insert(&mut *tx, events, &waiting, &mut published).await?;
         tx.commit().await?;
         let published = published.into_iter().flatten().collect();
         Ok((published, any_due))
@@ -42,18 +50,17 @@ pub async fn publish(pool: &PgPool, events: &[NewEvent]) -> StoreResult<(Vec<Pub
 /// Inserts the `waiting` events (indexes into `events`) and their deliveries, and fills in their
 /// places in `published`; returns whether any delivery is due.
 async fn insert(
-    conn: &mut PgConnection,
+    conn: impl PgExecutor<'_>,
     events: &[NewEvent],
-    waiting: &mut Vec<usize>,
+    waiting: &[usize],
     published: &mut [Option<Published>],
 ) -> TxResult<bool> {
     if waiting.is_empty() {
         return Ok(false);
     }
     let batch: Vec<&NewEvent> = waiting.iter().map(|&i| &events[i]).collect();
-    insert_events(conn, &batch).await?;
-    let (stored, due) = insert_deliveries(conn, &batch).await?;
-    for &index in waiting.iter() {
+    let (stored, due) = insert_rows(conn, &batch).await?;
+    for &index in waiting {
         let event = &events[index];
         published[index] = Some(Published {
             event_id: event.id.clone(),
@@ -66,7 +73,6 @@ async fn insert(
             duplicate: false,
         });
     }
-    waiting.clear();
     Ok(due)
 }
 
@@ -117,17 +123,55 @@ async fn claim_idempotency_key(
     }))
 }
 
-async fn insert_events(conn: &mut PgConnection, events: &[&NewEvent]) -> TxResult<()> {
+/// Inserts events and their deliveries in one statement, whatever the fan-out (the deliveries'
+/// foreign keys are checked at its end, when the events are in); returns the delivery ids stored
+/// and whether any is due.
+async fn insert_rows(
+    conn: impl PgExecutor<'_>,
+    events: &[&NewEvent],
+) -> TxResult<(HashSet<String>, bool)> {
     let column = |f: fn(&NewEvent) -> &str| events.iter().map(|e| f(e)).collect::<Vec<&str>>();
     let optional = |f: fn(&NewEvent) -> Option<&str>| {
         events.iter().map(|e| f(e)).collect::<Vec<Option<&str>>>()
     };
     let times = |f: fn(&NewEvent) -> i64| events.iter().map(|e| f(e)).collect::<Vec<i64>>();
-    sqlx::query(
-        "INSERT INTO events (id, workspace_id, event_type, occurred_at, received_at, data, campaign_id, client_id,
-                 agent_id, category_id, idempotency_key)
-         SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::TEXT[],
-                              $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[])",
+    let count = events.iter().map(|e| e.deliveries.len()).sum();
+    let mut ids = Vec::with_capacity(count);
+    let mut webhooks = Vec::with_capacity(count);
+    let mut statuses = Vec::with_capacity(count);
+    let mut event_ids = Vec::with_capacity(count);
+    for event in events {
+        for delivery in &event.deliveries {
+            ids.push(delivery.id.as_str());
+            webhooks.push(delivery.webhook_id.as_str());
+            statuses.push(delivery.status.as_str());
+            event_ids.push(event.id.as_str());
+        }
+    }
+    // A webhook deleted since fan-out read it simply gets no delivery (the key-share lock waits for
+    // a delete in progress, which then drops the row instead of failing the foreign key). One
+    // disabled since then (fan-out's view may be a few seconds old) gets a skipped delivery, never a
+    // pending one; a paused one's delivery is held: pending with no due time, out of the claim's way.
+    let inserted: Vec<(String, bool)> = sqlx::query_as(
+        "WITH e AS (
+             INSERT INTO events (id, workspace_id, event_type, occurred_at, received_at, data, campaign_id,
+                                 client_id, agent_id, category_id, idempotency_key)
+             SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::TEXT[],
+                                  $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[])
+             RETURNING id, workspace_id, event_type, received_at)
+         INSERT INTO deliveries (id, workspace_id, event_id, webhook_id, event_type, status, next_attempt_at,
+                                 created_at, updated_at)
+         SELECT n.id, e.workspace_id, e.id, n.webhook_id, e.event_type,
+                CASE WHEN w.state = 'disabled' THEN 'skipped' ELSE n.status END,
+                CASE WHEN w.state = 'active' AND n.status = 'pending' THEN e.received_at ELSE NULL END,
+                e.received_at, e.received_at
+         FROM UNNEST($12::TEXT[], $13::TEXT[], $14::TEXT[], $15::TEXT[])
+              WITH ORDINALITY AS n(id, event_id, webhook_id, status, ord)
+         JOIN e ON e.id = n.event_id
+         JOIN webhooks w ON w.id = n.webhook_id
+         ORDER BY n.ord
+         FOR KEY SHARE OF w
+         RETURNING id, next_attempt_at IS NOT NULL",
     )
     .bind(column(|e| &e.id))
     .bind(column(|e| &e.workspace_id))
@@ -140,64 +184,11 @@ async fn insert_events(conn: &mut PgConnection, events: &[&NewEvent]) -> TxResul
     .bind(optional(|e| e.scope.agent_id.as_deref()))
     .bind(optional(|e| e.scope.category_id.as_deref()))
     .bind(optional(|e| e.idempotency_key.as_deref()))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// Inserts the events' deliveries in one statement, whatever the fan-out; returns the ids stored
-/// and whether any is due.
-async fn insert_deliveries(
-    conn: &mut PgConnection,
-    events: &[&NewEvent],
-) -> TxResult<(HashSet<String>, bool)> {
-    let count = events.iter().map(|e| e.deliveries.len()).sum();
-    if count == 0 {
-        return Ok((HashSet::new(), false));
-    }
-    let mut ids = Vec::with_capacity(count);
-    let mut webhooks = Vec::with_capacity(count);
-    let mut statuses = Vec::with_capacity(count);
-    let mut event_ids = Vec::with_capacity(count);
-    let mut workspaces = Vec::with_capacity(count);
-    let mut types = Vec::with_capacity(count);
-    let mut times = Vec::with_capacity(count);
-    for event in events {
-        for delivery in &event.deliveries {
-            ids.push(delivery.id.as_str());
-            webhooks.push(delivery.webhook_id.as_str());
-            statuses.push(delivery.status.as_str());
-            event_ids.push(event.id.as_str());
-            workspaces.push(event.workspace_id.as_str());
-            types.push(event.event_type.as_str());
-            times.push(event.received_at);
-        }
-    }
-    // A webhook deleted since fan-out read it simply gets no delivery (the key-share lock waits for
-    // a delete in progress, which then drops the row instead of failing the foreign key). One
-    // disabled since then (fan-out's view may be a few seconds old) gets a skipped delivery, never a
-    // pending one; a paused one's delivery is held: pending with no due time, out of the claim's way.
-    let inserted: Vec<(String, bool)> = sqlx::query_as(
-        "INSERT INTO deliveries (id, workspace_id, event_id, webhook_id, event_type, status, next_attempt_at,
-                                 created_at, updated_at)
-         SELECT n.id, n.workspace_id, n.event_id, n.webhook_id, n.event_type,
-                CASE WHEN w.state = 'disabled' THEN 'skipped' ELSE n.status END,
-                CASE WHEN w.state = 'active' AND n.status = 'pending' THEN n.at ELSE NULL END, n.at, n.at
-         FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::BIGINT[])
-              WITH ORDINALITY AS n(id, workspace_id, event_id, webhook_id, event_type, status, at, ord)
-         JOIN webhooks w ON w.id = n.webhook_id
-         ORDER BY n.ord
-         FOR KEY SHARE OF w
-         RETURNING id, next_attempt_at IS NOT NULL",
-    )
     .bind(&ids)
-    .bind(&workspaces)
     .bind(&event_ids)
     .bind(&webhooks)
-    .bind(&types)
     .bind(&statuses)
-    .bind(&times)
-    .fetch_all(&mut *conn)
+    .fetch_all(conn)
     .await?;
     let due = inserted.iter().any(|(_, due)| *due);
     Ok((inserted.into_iter().map(|(id, _)| id).collect(), due))
@@ -211,7 +202,7 @@ pub async fn insert_test_send(
 ) -> StoreResult<()> {
     retrying("storing a test send", move || async move {
         let mut tx = pool.begin().await?;
-        insert_events(&mut tx, &[event]).await?;
+        insert_rows(&mut *tx, &[event]).await?;
         let status = match outcome.next {
             NextState::Delivered => "delivered",
             NextState::Failed | NextState::RetryAt(_) => "failed",
