@@ -35,10 +35,11 @@ pub fn map_err(error: sqlx::Error) -> StoreError {
 }
 
 /// SQLSTATEs meaning the server cannot serve us right now: connection exceptions (class 08), the
-/// server shutting down or crashed (57P01, 57P02), still starting (57P03), or out of connection
-/// slots (53300).
+/// server shutting down or crashed (57P01, 57P02), still starting (57P03), out of connection slots
+/// (53300), or too slow to finish a statement within the statement timeout (57014): the request
+/// may be tried again later, and nothing it wrote was kept.
 fn is_unreachable_code(code: &str) -> bool {
-    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "57014")
 }
 
 /// Deadlock victims (40P01) and serialization failures (40001) are safe to run again from the start.

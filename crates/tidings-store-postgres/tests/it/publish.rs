@@ -78,3 +78,31 @@ async fn a_fan_out_to_a_thousand_webhooks_is_stored_in_order() {
             .all(|d| d.status == DeliveryStatus::Pending && d.next_attempt_at.is_some())
     );
 }
+
+/// A statement the database cannot finish within the statement timeout is "unavailable" (the API
+/// answers 503 with Retry-After), not an internal error, and nothing of it is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_past_the_timeout_is_unavailable_and_stores_nothing() {
+    let url = tidings_testkit::postgres::fresh_database().await;
+    let setup = node(&url).await;
+    let ws = workspace(&setup).await;
+    let hook = webhook(&setup, &ws.id).await;
+    let hurried =
+        tidings_store_postgres::PostgresStore::open(&tidings_store_postgres::PostgresOptions {
+            statement_timeout: std::time::Duration::from_millis(1),
+            ..options(&url)
+        })
+        .await
+        .expect("open a store with a 1 ms statement timeout");
+    // 20,000 events and deliveries in one statement take far longer than 1 ms.
+    let events: Vec<NewEvent> = (0..20_000)
+        .map(|_| new_event(&ws.id, now(), &[&hook]))
+        .collect();
+    match hurried.publish(events).await {
+        Err(StoreError::Unavailable(message)) => {
+            assert!(message.contains("statement timeout"), "{message}")
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    assert_eq!(setup.count_pending().await.expect("count"), 0);
+}
