@@ -1,9 +1,9 @@
 //! Custom event types.
 
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use tidings_core::UnixMillis;
 use tidings_core::catalog::EventTypeDef;
-use tidings_store::{StoreError, StoreResult};
+use tidings_store::StoreResult;
 
 use crate::map_err;
 
@@ -14,24 +14,7 @@ pub async fn list(pool: &PgPool) -> StoreResult<Vec<EventTypeDef>> {
     .fetch_all(pool)
     .await
     .map_err(map_err)?;
-    rows.iter()
-        .map(|row| {
-            let parse = |column: &str| -> StoreResult<Option<serde_json::Value>> {
-                let text: Option<String> = row.try_get(column).map_err(map_err)?;
-                text.map(|t| {
-                    serde_json::from_str(&t).map_err(|e| StoreError::Internal(e.to_string()))
-                })
-                .transpose()
-            };
-            Ok(EventTypeDef {
-                name: row.try_get("name").map_err(map_err)?,
-                description: row.try_get("description").map_err(map_err)?,
-                group: row.try_get("type_group").map_err(map_err)?,
-                schema: parse("schema")?,
-                example: parse("example")?,
-            })
-        })
-        .collect()
+    rows.iter().map(crate::rows::event_type).collect()
 }
 
 pub async fn put(pool: &PgPool, def: &EventTypeDef, at: UnixMillis) -> StoreResult<()> {

@@ -14,7 +14,6 @@ mod ops;
 mod quiet;
 mod reads;
 mod record;
-mod rows;
 mod tenants;
 mod wake;
 
@@ -32,6 +31,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::quiet::Quiet;
+use tidings_store_rows as rows;
 
 pub(crate) use errors::map_err;
 
