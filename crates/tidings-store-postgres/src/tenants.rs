@@ -73,8 +73,13 @@ pub async fn update_workspace(pool: &PgPool, ws: &Workspace) -> StoreResult<()> 
 pub async fn delete_workspace(pool: &PgPool, id: &str) -> StoreResult<()> {
     retrying("deleting a workspace", move || async move {
         let mut tx = pool.begin().await?;
-        // Deliveries carry the workspace but reference it only through events and webhooks;
-        // locked in id order first, as every statement changing several deliveries does.
+        // Its webhooks first, then their deliveries, in id order: the order recording outcomes
+        // and pausing lock them in (see delete_webhook). Deliveries carry the workspace but
+        // reference it only through events and webhooks.
+        sqlx::query("SELECT 1 FROM webhooks WHERE workspace_id = $1 ORDER BY id FOR UPDATE")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "DELETE FROM deliveries d
              USING (SELECT id FROM deliveries WHERE workspace_id = $1 ORDER BY id FOR UPDATE) doomed
@@ -321,9 +326,15 @@ async fn hold_or_release(
 pub async fn delete_webhook(pool: &PgPool, workspace_id: &str, id: &str) -> StoreResult<()> {
     retrying("deleting a webhook", move || async move {
         let mut tx = pool.begin().await?;
-        // Its deliveries before the webhook (and its gate, which goes with it): a claim holds its
-        // candidate deliveries while it waits for the gate, so the other order could deadlock.
-        // They are locked in id order first, as every statement changing several deliveries does.
+        // The webhook row first, as recording outcomes and pausing lock it before its deliveries;
+        // then its deliveries, in id order as every statement changing several deliveries locks
+        // them; the gate (deleted with the webhook) last: a claim holds its candidate deliveries
+        // while it waits for the gate, so taking the gate earlier could deadlock.
+        sqlx::query("SELECT 1 FROM webhooks WHERE id = $1 AND workspace_id = $2 FOR UPDATE")
+            .bind(id)
+            .bind(workspace_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "DELETE FROM deliveries d
              USING (SELECT x.id FROM deliveries x JOIN webhooks w ON w.id = x.webhook_id
