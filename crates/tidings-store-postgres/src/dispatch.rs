@@ -433,20 +433,35 @@ pub async fn insert_attempts(
 
 /// Gives back claimed deliveries, due at once; returns whether any was given back.
 pub async fn release(pool: &PgPool, node: &str, ids: &[String]) -> StoreResult<bool> {
-    let released = sqlx::query(
-        "UPDATE deliveries d SET claimed_by = NULL, next_attempt_at = $1
-         FROM (SELECT id FROM deliveries
-               WHERE claimed_by = $2 AND status = 'pending' AND id = ANY($3)
-               ORDER BY id FOR UPDATE) mine
-         WHERE d.id = mine.id",
+    // The rate tokens the claim spent on them go back to their webhooks' buckets (never above a
+    // full bucket); gates are locked in webhook id order, as claims lock them.
+    let released: i64 = sqlx::query_scalar(
+        "WITH released AS (
+             UPDATE deliveries d SET claimed_by = NULL, next_attempt_at = $1
+             FROM (SELECT id FROM deliveries
+                   WHERE claimed_by = $2 AND status = 'pending' AND id = ANY($3)
+                   ORDER BY id FOR UPDATE) mine
+             WHERE d.id = mine.id
+             RETURNING d.webhook_id),
+         back AS (
+             SELECT webhook_id, COUNT(*) AS tokens FROM released GROUP BY webhook_id),
+         gates AS (
+             SELECT g.webhook_id FROM webhook_gates g JOIN back ON back.webhook_id = g.webhook_id
+             WHERE g.rate_per_s IS NOT NULL
+             ORDER BY g.webhook_id FOR UPDATE OF g),
+         refunded AS (
+             UPDATE webhook_gates g SET rate_tokens = LEAST(g.rate_per_s, g.rate_tokens + back.tokens)
+             FROM back JOIN gates ON gates.webhook_id = back.webhook_id
+             WHERE g.webhook_id = back.webhook_id)
+         SELECT COUNT(*) FROM released",
     )
     .bind(now_millis())
     .bind(node)
     .bind(ids)
-    .execute(pool)
+    .fetch_one(pool)
     .await
     .map_err(map_err)?;
-    Ok(released.rows_affected() > 0)
+    Ok(released > 0)
 }
 
 pub async fn renew(

@@ -103,5 +103,6 @@ stories! {
         nodes::concurrent_notification_claims_never_share_one,
         nodes::publish_on_one_node_wakes_another,
         nodes::work_from_another_node_is_claimed_past_full_lanes,
+        nodes::released_claims_give_their_rate_tokens_back,
     ],
 }

@@ -516,3 +516,27 @@ pub async fn work_from_another_node_is_claimed_past_full_lanes(backend: Backend)
     let claimed = claim_due(claimer, &past_full()).await;
     assert_eq!(ids_of(&claimed), fresh);
 }
+
+/// Deliveries given back unattempted give back the rate tokens their claim spent, so a
+/// rate-limited webhook loses no sending time to a release (a full lane, a node stopping).
+pub async fn released_claims_give_their_rate_tokens_back(backend: Backend) {
+    let stores = nodes(&backend, 2).await;
+    let store = stores[0].as_ref();
+    let home = workspace(store).await;
+    let hook = webhook_with_spec(store, &home.id, |spec| spec.rate_limit_per_s = Some(2)).await;
+    publish_many(store, &hook, 10, now() - 1_000).await;
+
+    let first = claim_due(store, &claim("node-0", now(), 10)).await;
+    assert_eq!(first.len(), 2, "a full bucket of 2");
+    assert!(
+        claim_due(stores[1].as_ref(), &claim("node-1", now(), 10))
+            .await
+            .is_empty()
+    );
+    store
+        .release("node-0", &ids_of(&first))
+        .await
+        .expect("release");
+    let again = claim_due(stores[1].as_ref(), &claim("node-1", now(), 10)).await;
+    assert_eq!(again.len(), 2, "the released claims' tokens are back");
+}
