@@ -29,8 +29,17 @@ struct State {
     /// The exclusions of the latest claim that had any: publishes to these webhooks change nothing
     /// such a claim could have found.
     watching: BTreeSet<String>,
-    /// Nothing outside `watching` is due in `from..until`, as of `generation`.
-    answer: Option<(UnixMillis, UnixMillis, u64)>,
+    /// Nothing outside `watching` is due in `from..until`. Learned under the current generation:
+    /// every bump forgets it.
+    answer: Option<(UnixMillis, UnixMillis)>,
+}
+
+impl State {
+    /// Something may have made work due: answers learned so far, or being learned, no longer hold.
+    fn bump(&mut self) {
+        self.generation += 1;
+        self.answer = None;
+    }
 }
 
 /// What a claim should do.
@@ -60,15 +69,10 @@ impl Quiet {
                 .all(|id| state.watching.contains(id));
         if !same {
             state.watching = claim.exclude_webhooks.iter().cloned().collect();
-            state.generation += 1;
-            state.answer = None;
+            state.bump();
         }
         match state.answer {
-            Some((from, until, generation))
-                if generation == state.generation && (from..until).contains(&claim.now) =>
-            {
-                Ask::Empty
-            }
+            Some((from, until)) if (from..until).contains(&claim.now) => Ask::Empty,
             _ => Ask::Read(Some(state.generation)),
         }
     }
@@ -84,15 +88,13 @@ impl Quiet {
             .min(now + QUIET_MS);
         let mut state = self.state();
         if state.generation == generation {
-            state.answer = Some((now, until, generation));
+            state.answer = Some((now, until));
         }
     }
 
     /// Something may have made work due anywhere.
     pub fn changed(&self) {
-        let mut state = self.state();
-        state.generation += 1;
-        state.answer = None;
+        self.state().bump();
     }
 
     /// Deliveries were stored for these webhooks.
