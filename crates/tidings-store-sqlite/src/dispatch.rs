@@ -19,40 +19,52 @@ fn json_list(ids: &[String]) -> String {
 /// the claim's settled ones) to `per_webhook_claims`, or to `alone_claims` where no other node
 /// holds any; the claim's end becomes the delivery's due time.
 pub async fn claim(conn: &mut SqliteConnection, claim: &Claim) -> StoreResult<Vec<String>> {
-    let ids: Vec<String> = sqlx::query_scalar(
-        "UPDATE deliveries SET claimed_by = ?1, next_attempt_at = ?2
-         WHERE id IN (
-             SELECT c.id FROM (
-                 SELECT d.id, d.webhook_id,
-                        ROW_NUMBER() OVER (PARTITION BY d.webhook_id ORDER BY d.next_attempt_at) AS n
-                 FROM (
-                     SELECT id, webhook_id, next_attempt_at FROM deliveries d
-                     WHERE d.status = 'pending' AND d.next_attempt_at <= ?3
-                       AND d.webhook_id NOT IN (SELECT value FROM json_each(?4))
-                     ORDER BY d.next_attempt_at
-                     LIMIT ?5) d
-                 WHERE NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.state != 'active')
-             ) c
-             LEFT JOIN (
-                 SELECT webhook_id, COUNT(*) AS live, SUM(claimed_by != ?1) AS others
-                 FROM deliveries
-                 WHERE claimed_by IS NOT NULL AND status = 'pending' AND next_attempt_at > ?3
-                   AND id NOT IN (SELECT value FROM json_each(?7))
-                 GROUP BY webhook_id
-             ) l ON l.webhook_id = c.webhook_id
-             WHERE c.n <= (CASE WHEN COALESCE(l.others, 0) = 0 THEN MAX(?6, ?8) ELSE ?6 END)
-                          - COALESCE(l.live, 0))
-         RETURNING id",
+    // Chosen first, folded into one JSON array, then updated: `UPDATE … RETURNING` would hand each
+    // id back from SQLite's thread on its own, a thread switch per delivery.
+    let chosen: String = sqlx::query_scalar(
+        "SELECT json_group_array(c.id) FROM (
+             SELECT d.id, d.webhook_id,
+                    ROW_NUMBER() OVER (PARTITION BY d.webhook_id ORDER BY d.next_attempt_at) AS n
+             FROM (
+                 SELECT id, webhook_id, next_attempt_at FROM deliveries d
+                 WHERE d.status = 'pending' AND d.next_attempt_at <= ?2
+                   AND d.webhook_id NOT IN (SELECT value FROM json_each(?3))
+                 ORDER BY d.next_attempt_at
+                 LIMIT ?4) d
+             WHERE NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.state != 'active')
+         ) c
+         LEFT JOIN (
+             SELECT webhook_id, COUNT(*) AS live, SUM(claimed_by != ?1) AS others
+             FROM deliveries
+             WHERE claimed_by IS NOT NULL AND status = 'pending' AND next_attempt_at > ?2
+               AND id NOT IN (SELECT value FROM json_each(?6))
+             GROUP BY webhook_id
+         ) l ON l.webhook_id = c.webhook_id
+         WHERE c.n <= (CASE WHEN COALESCE(l.others, 0) = 0 THEN MAX(?5, ?7) ELSE ?5 END)
+                      - COALESCE(l.live, 0)",
     )
     .bind(&claim.node)
-    .bind(claim.now + claim.lease_ms)
     .bind(claim.now)
     .bind(json_list(&claim.exclude_webhooks))
     .bind(i64::from(claim.limit))
     .bind(i64::from(claim.per_webhook_claims))
     .bind(json_list(&claim.settled))
     .bind(i64::from(claim.alone_claims))
-    .fetch_all(conn)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    let ids: Vec<String> = crate::events::from_json(&chosen)?;
+    if ids.is_empty() {
+        return Ok(ids);
+    }
+    sqlx::query(
+        "UPDATE deliveries SET claimed_by = ?1, next_attempt_at = ?2
+         WHERE id IN (SELECT value FROM json_each(?3))",
+    )
+    .bind(&claim.node)
+    .bind(claim.now + claim.lease_ms)
+    .bind(&chosen)
+    .execute(conn)
     .await
     .map_err(map_err)?;
     Ok(ids)
@@ -176,28 +188,41 @@ pub async fn record(
             )
         })
         .collect();
+    let moves = crate::events::to_json(&moves)?;
+    // The deliveries this node still holds, read first and folded into one JSON value: rows
+    // returned by `UPDATE … RETURNING` would come back from SQLite's thread one at a time.
+    let held: String = sqlx::query_scalar(
+        "SELECT json_group_array(json_array(d.id, d.attempts + 1, d.workspace_id, d.event_id, d.event_type))
+         FROM jsonb_each(?1) j JOIN deliveries d ON d.id = j.value->>0
+         WHERE d.claimed_by = ?2",
+    )
+    .bind(&moves)
+    .bind(&node)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(map_err)?;
     // A retry of a webhook paused or disabled meanwhile is held (no due time) like its other
     // waiting deliveries, until it is resumed or enabled.
-    let updated = sqlx::query(
+    sqlx::query(
         "UPDATE deliveries SET status = j.value->>1, attempts = attempts + 1, claimed_by = NULL,
              next_attempt_at = CASE WHEN EXISTS (SELECT 1 FROM webhooks w WHERE w.id = deliveries.webhook_id AND w.state = 'active')
                                     THEN j.value->>2 END,
              last_status_code = j.value->>3, last_error_kind = j.value->>4, updated_at = ?2
          FROM jsonb_each(?1) j
-         WHERE deliveries.id = j.value->>0 AND deliveries.claimed_by = ?3
-         RETURNING deliveries.id, deliveries.attempts, deliveries.workspace_id, deliveries.event_id,
-                   deliveries.event_type",
+         WHERE deliveries.id = j.value->>0 AND deliveries.claimed_by = ?3",
     )
-    .bind(crate::events::to_json(&moves)?)
+    .bind(&moves)
     .bind(now)
     .bind(&node)
-    .fetch_all(&mut *conn)
+    .execute(&mut *conn)
     .await
     .map_err(map_err)?;
-    let mut moved: HashMap<String, sqlx::sqlite::SqliteRow> = HashMap::with_capacity(updated.len());
-    for row in updated {
-        moved.insert(row.try_get("id").map_err(map_err)?, row);
-    }
+    /// A recorded delivery: its attempt number, workspace, event and event type.
+    type Moved = (String, i64, String, String, String);
+    let moved: HashMap<String, Moved> = crate::events::from_json::<Vec<Moved>>(&held)?
+        .into_iter()
+        .map(|row| (row.0.clone(), row))
+        .collect();
 
     type AttemptRow<'a> = (
         &'a str,
@@ -220,7 +245,8 @@ pub async fn record(
             continue;
         };
         let attempt = &outcome.attempt;
-        let number: i64 = updated.try_get("attempts").map_err(map_err)?;
+        let (_, number, workspace_id, event_id, event_type) = updated;
+        let number = *number;
         attempts.push((
             outcome.delivery_id.as_str(),
             number,
@@ -248,11 +274,11 @@ pub async fn record(
                 let reason = failure_reason(attempt);
                 if outcome.next == NextState::Failed && policy.notify_operator {
                     let payload = serde_json::json!({
-                        "workspace_id": updated.try_get::<String, _>("workspace_id").map_err(map_err)?,
+                        "workspace_id": workspace_id,
                         "webhook_id": outcome.webhook_id,
                         "delivery_id": outcome.delivery_id,
-                        "event_id": updated.try_get::<String, _>("event_id").map_err(map_err)?,
-                        "event_type": updated.try_get::<String, _>("event_type").map_err(map_err)?,
+                        "event_id": event_id,
+                        "event_type": event_type,
                         "attempts": number,
                         "last_status_code": attempt.status_code,
                         "last_error_kind": attempt.error_kind.map(|k| k.as_str()),

@@ -154,28 +154,40 @@ async fn insert_plain(
             })
         })
         .collect();
-    let inserted: HashSet<String> = if deliveries.is_empty() {
-        HashSet::new()
+    let inserted: Option<HashSet<String>> = if deliveries.is_empty() {
+        None
     } else {
         // A webhook deleted since fan-out read it simply gets no delivery. One disabled since then
         // (fan-out's view may be a few seconds old) gets a skipped delivery, never a pending one;
         // a paused one's delivery is held: pending with no due time, out of the claim's way.
-        sqlx::query_scalar(
+        let deliveries_json = to_json(&deliveries)?;
+        let done = sqlx::query(
             "INSERT INTO deliveries (id, workspace_id, event_id, webhook_id, event_type, status, next_attempt_at,
                                      created_at, updated_at)
              SELECT j.value->>0, j.value->>1, j.value->>2, j.value->>3, j.value->>4,
                     CASE WHEN w.state = 'disabled' THEN 'skipped' ELSE j.value->>5 END,
                     CASE WHEN w.state = 'active' THEN j.value->>6 ELSE NULL END,
                     j.value->>7, j.value->>7
-             FROM jsonb_each(?) j JOIN webhooks w ON w.id = j.value->>3
-             RETURNING id",
+             FROM jsonb_each(?) j JOIN webhooks w ON w.id = j.value->>3",
         )
-        .bind(to_json(&deliveries)?)
-        .fetch_all(&mut *conn)
+        .bind(&deliveries_json)
+        .execute(&mut *conn)
         .await
-        .map_err(map_err)?
-        .into_iter()
-        .collect()
+        .map_err(map_err)?;
+        // Rows coming back cross to SQLite's thread one by one, so which deliveries went in is
+        // asked only when some did not (their webhook was deleted meanwhile).
+        if done.rows_affected() == deliveries.len() as u64 {
+            None
+        } else {
+            let ids: String = sqlx::query_scalar(
+                "SELECT json_group_array(d.id) FROM jsonb_each(?) j JOIN deliveries d ON d.id = j.value->>0",
+            )
+            .bind(&deliveries_json)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(map_err)?;
+            Some(from_json::<Vec<String>>(&ids)?.into_iter().collect())
+        }
     };
     Ok(events
         .into_iter()
@@ -184,7 +196,7 @@ async fn insert_plain(
                 .deliveries
                 .into_iter()
                 .map(|d| d.id)
-                .filter(|id| inserted.contains(id))
+                .filter(|id| inserted.as_ref().is_none_or(|ids| ids.contains(id)))
                 .collect();
             (
                 index,
@@ -202,6 +214,11 @@ async fn insert_plain(
 /// which `->>` reads without parsing text again).
 pub(crate) fn to_json<T: serde::Serialize>(rows: &T) -> StoreResult<String> {
     serde_json::to_string(rows).map_err(|e| StoreError::Internal(format!("encoding rows: {e}")))
+}
+
+/// Reads rows SQLite handed back folded into one JSON value (`json_group_array`).
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(json: &str) -> StoreResult<T> {
+    serde_json::from_str(json).map_err(|e| StoreError::Internal(format!("decoding rows: {e}")))
 }
 
 async fn insert_event(conn: &mut SqliteConnection, event: &NewEvent) -> StoreResult<()> {

@@ -94,7 +94,7 @@ impl SqliteStore {
             .map_err(map_err)?;
         let work = Arc::new(Notify::new());
         let changes = writer::Changes::default();
-        let jobs = writer::spawn(writer.clone(), work.clone(), changes.clone());
+        let jobs = writer::spawn(writer.clone(), work.clone(), changes.clone())?;
         Ok(Self {
             writer,
             reader,

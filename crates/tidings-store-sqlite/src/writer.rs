@@ -140,15 +140,25 @@ impl Changes {
     }
 }
 
-pub fn spawn(pool: SqlitePool, work: Arc<Notify>, changes: Changes) -> JobSender {
+/// Starts the writer on a thread of its own: every statement is a round trip to SQLite's worker
+/// thread, and on the shared runtime each answer waited its turn behind HTTP tasks, which made the
+/// one serial path of the process wait on all the others.
+pub fn spawn(pool: SqlitePool, work: Arc<Notify>, changes: Changes) -> StoreResult<JobSender> {
     let (sender, receiver) = mpsc::channel(4096);
     let writer = Writer {
         pool,
         changes,
         quiet: None,
     };
-    tokio::spawn(writer.run(receiver, work));
-    JobSender(sender)
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError::Unavailable(format!("cannot start the storage writer: {e}")))?;
+    std::thread::Builder::new()
+        .name("tidings-writer".into())
+        .spawn(move || runtime.block_on(writer.run(receiver, work)))
+        .map_err(|e| StoreError::Unavailable(format!("cannot start the storage writer: {e}")))?;
+    Ok(JobSender(sender))
 }
 
 struct Writer {
@@ -204,7 +214,8 @@ impl Writer {
         {
             return Ok(Vec::new());
         }
-        // One statement: on error SQLite undoes it alone, so it needs no savepoint of its own.
+        // A read, then one statement that writes: on error SQLite undoes that statement alone, so a
+        // claim needs no savepoint of its own.
         let ids = dispatch::claim(tx, &claim).await?;
         if !ids.is_empty() || claim.exclude_webhooks.is_empty() {
             return Ok(ids);
