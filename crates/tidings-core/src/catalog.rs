@@ -172,6 +172,10 @@ impl DataSchema {
 
     /// Checks `data`, returning the first violation with its path.
     pub fn check(&self, data: &Value) -> Result<(), SchemaViolation> {
+        // Valid data is the rule: asking only whether it is valid skips building errors.
+        if self.validator.is_valid(data) {
+            return Ok(());
+        }
         match self.validator.iter_errors(data).next() {
             None => Ok(()),
             Some(error) => {

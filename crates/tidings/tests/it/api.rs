@@ -1207,6 +1207,25 @@ async fn malformed_publish_bodies_are_400_with_the_error_shape() {
 }
 
 #[tokio::test]
+async fn a_badly_typed_value_deep_in_a_batch_is_named_by_its_path() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace().await;
+    let (status, body) = app
+        .post(
+            &format!("/v1/workspaces/{ws}/events/batch"),
+            json!({"events": [
+                {"type": "email.sent.v1", "data": {}},
+                {"type": 5, "data": {}},
+            ]}),
+        )
+        .await;
+    let error = assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY);
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(message.contains("events[1].type"), "{message}");
+    assert_eq!(event_count(&app, &ws).await, 0);
+}
+
+#[tokio::test]
 async fn oversized_events_are_413_with_the_error_shape() {
     let app = spawn_app().await;
     let ws = app.create_workspace().await;
