@@ -94,7 +94,12 @@ impl SqliteStore {
             .map_err(map_err)?;
         let work = Arc::new(Notify::new());
         let changes = writer::Changes::default();
-        let jobs = writer::spawn(writer.clone(), work.clone(), changes.clone())?;
+        let jobs = writer::spawn(
+            writer.clone(),
+            work.clone(),
+            changes.clone(),
+            options.synchronous_full,
+        )?;
         Ok(Self {
             writer,
             reader,

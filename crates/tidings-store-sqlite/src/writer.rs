@@ -143,12 +143,18 @@ impl Changes {
 /// Starts the writer on a thread of its own: every statement is a round trip to SQLite's worker
 /// thread, and on the shared runtime each answer waited its turn behind HTTP tasks, which made the
 /// one serial path of the process wait on all the others.
-pub fn spawn(pool: SqlitePool, work: Arc<Notify>, changes: Changes) -> StoreResult<JobSender> {
+pub fn spawn(
+    pool: SqlitePool,
+    work: Arc<Notify>,
+    changes: Changes,
+    synchronous_full: bool,
+) -> StoreResult<JobSender> {
     let (sender, receiver) = mpsc::channel(4096);
     let writer = Writer {
         pool,
         changes,
         quiet: None,
+        synchronous_full,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -165,6 +171,9 @@ struct Writer {
     pool: SqlitePool,
     changes: Changes,
     quiet: Option<Quiet>,
+    /// The connection syncs every commit (`PRAGMA synchronous = FULL`); commits of claims and
+    /// outcomes alone are let off (see `commit`).
+    synchronous_full: bool,
 }
 
 impl Writer {
@@ -175,7 +184,7 @@ impl Writer {
             let wakes = jobs
                 .iter()
                 .any(|job| matches!(job, Job::Publish(..) | Job::Record(..)));
-            self.commit(jobs.drain(..)).await;
+            self.commit(std::mem::take(&mut jobs)).await;
             if wakes {
                 work.notify_one();
             }
@@ -203,7 +212,7 @@ impl Writer {
 
     async fn claim(
         &mut self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        tx: &mut sqlx::SqliteConnection,
         claim: Claim,
     ) -> StoreResult<Vec<String>> {
         let generation = self.changes.current();
@@ -237,10 +246,29 @@ impl Writer {
     }
 
     /// Runs the jobs in one transaction, then answers them.
-    async fn commit(&mut self, jobs: impl Iterator<Item = Job>) {
-        let mut tx = match self.pool.begin().await {
+    ///
+    /// Only publishes and test sends promise their caller durable rows. A commit of claims and
+    /// outcomes alone skips the sync to disk: a process crash loses nothing (the WAL is written),
+    /// and what power loss takes back is a claim or a record, so the delivery is sent again, as
+    /// at-least-once allows. The next synced commit flushes those pages with its own.
+    async fn commit(&mut self, jobs: Vec<Job>) {
+        let mut conn = match self.pool.acquire().await {
+            Ok(conn) => conn,
+            Err(error) => return fail_all(jobs.into_iter(), &error.to_string()),
+        };
+        let unsynced = self.synchronous_full
+            && !jobs
+                .iter()
+                .any(|job| matches!(job, Job::Publish(..) | Job::TestSend(..)));
+        // The mode can only change outside a transaction, so it goes with the `BEGIN`.
+        let begin = if unsynced {
+            "PRAGMA synchronous = NORMAL; BEGIN"
+        } else {
+            "BEGIN"
+        };
+        let mut tx = match sqlx::Connection::begin_with(&mut *conn, begin).await {
             Ok(tx) => tx,
-            Err(error) => return fail_all(jobs, &error.to_string()),
+            Err(error) => return fail_all(jobs.into_iter(), &error.to_string()),
         };
         let mut replies = Vec::new();
         for job in jobs {
@@ -275,6 +303,15 @@ impl Writer {
             tracing::error!(error = %e, "storage commit failed");
             e.to_string()
         });
+        // Other writes share this connection and expect every commit synced.
+        if unsynced
+            && let Err(error) = sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&mut *conn)
+                .await
+        {
+            tracing::error!(%error, "restoring synced commits failed; the connection is closed");
+            conn.close_on_drop();
+        }
         if commit_error.is_some() {
             self.quiet = None;
         }
@@ -300,10 +337,10 @@ fn fail_all(jobs: impl Iterator<Item = Job>, message: &str) {
 type JobFuture<'c, T> = std::pin::Pin<Box<dyn Future<Output = StoreResult<T>> + Send + 'c>>;
 
 async fn in_savepoint<T>(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut sqlx::SqliteConnection,
     job: impl for<'c> FnOnce(&'c mut sqlx::SqliteConnection) -> JobFuture<'c, T>,
 ) -> StoreResult<T> {
-    let mut savepoint = sqlx::Connection::begin(&mut **tx).await.map_err(map_err)?;
+    let mut savepoint = sqlx::Connection::begin(tx).await.map_err(map_err)?;
     match job(&mut savepoint).await {
         Ok(value) => {
             savepoint.commit().await.map_err(map_err)?;
@@ -315,5 +352,50 @@ async fn in_savepoint<T>(
             }
             Err(error)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{SqliteOptions, SqliteStore};
+
+    async fn synchronous(store: &SqliteStore) -> i64 {
+        sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&store.writer)
+            .await
+            .expect("read the sync mode")
+    }
+
+    #[tokio::test]
+    async fn commits_without_publishes_leave_the_connection_synced_for_other_writes() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = SqliteStore::open(&SqliteOptions {
+            url: dir.path().join("t.db").display().to_string(),
+            synchronous_full: true,
+            readers: 1,
+        })
+        .await
+        .expect("open the store");
+        // 2 is FULL.
+        assert_eq!(synchronous(&store).await, 2);
+        let claim = Claim {
+            node: "node-a".into(),
+            now: tidings_core::now_millis(),
+            limit: 10,
+            lease_ms: 30_000,
+            exclude_webhooks: Vec::new(),
+            per_webhook_claims: 4,
+            alone_claims: 0,
+            settled: Vec::new(),
+        };
+        // A commit of a claim alone runs unsynced, then puts the mode back.
+        assert!(store.jobs.claim(claim).await.expect("claim").is_empty());
+        store
+            .jobs
+            .record("node-a".into(), Vec::new(), HealthPolicy::default())
+            .await
+            .expect("record");
+        assert_eq!(synchronous(&store).await, 2);
     }
 }
