@@ -260,15 +260,43 @@ impl Writer {
             && !jobs
                 .iter()
                 .any(|job| matches!(job, Job::Publish(..) | Job::TestSend(..)));
-        // The mode can only change outside a transaction, so it goes with the `BEGIN`.
-        let begin = if unsynced {
-            "PRAGMA synchronous = NORMAL; BEGIN"
-        } else {
-            "BEGIN"
+        // The mode can only change outside a transaction, so it goes with the `BEGIN`; a synced
+        // commit sets it too, in case an unsynced one failed before putting it back.
+        let begin = match (self.synchronous_full, unsynced) {
+            (true, true) => "PRAGMA synchronous = NORMAL; BEGIN",
+            (true, false) => "PRAGMA synchronous = FULL; BEGIN",
+            (false, _) => "BEGIN",
         };
-        let mut tx = match sqlx::Connection::begin_with(&mut *conn, begin).await {
+        if !self.run_jobs(&mut conn, begin, jobs).await {
+            // Its mode is unknown: other writes must not run on it unsynced.
+            conn.close_on_drop();
+            return;
+        }
+        // Other writes share this connection and expect every commit synced.
+        if unsynced
+            && let Err(error) = sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&mut *conn)
+                .await
+        {
+            tracing::error!(%error, "restoring synced commits failed; the connection is closed");
+            conn.close_on_drop();
+        }
+    }
+
+    /// Runs the jobs in one transaction begun with `begin`, commits, then answers them; false when
+    /// the transaction could not begin.
+    async fn run_jobs(
+        &mut self,
+        conn: &mut sqlx::SqliteConnection,
+        begin: &'static str,
+        jobs: Vec<Job>,
+    ) -> bool {
+        let mut tx = match sqlx::Connection::begin_with(conn, begin).await {
             Ok(tx) => tx,
-            Err(error) => return fail_all(jobs.into_iter(), &error.to_string()),
+            Err(error) => {
+                fail_all(jobs.into_iter(), &error.to_string());
+                return false;
+            }
         };
         let mut replies = Vec::new();
         for job in jobs {
@@ -303,21 +331,13 @@ impl Writer {
             tracing::error!(error = %e, "storage commit failed");
             e.to_string()
         });
-        // Other writes share this connection and expect every commit synced.
-        if unsynced
-            && let Err(error) = sqlx::query("PRAGMA synchronous = FULL")
-                .execute(&mut *conn)
-                .await
-        {
-            tracing::error!(%error, "restoring synced commits failed; the connection is closed");
-            conn.close_on_drop();
-        }
         if commit_error.is_some() {
             self.quiet = None;
         }
         for reply in replies {
             reply.send(commit_error.as_deref());
         }
+        true
     }
 }
 
