@@ -84,29 +84,37 @@ async fn insert_plain(
     conn: &mut SqliteConnection,
     events: Vec<(usize, NewEvent)>,
 ) -> StoreResult<Vec<(usize, Published)>> {
+    // Bodies do not go into the JSON rows: escaping them there and unescaping them in SQLite cost
+    // more than storing them. They are bound once, back to back, as one BLOB, and each row
+    // carries where its body starts (1-based, as `substr` counts) and how long it is.
     type EventRow<'a> = (
         &'a str,
         &'a str,
         &'a str,
         i64,
         i64,
-        &'a str,
+        usize,
+        usize,
         Option<&'a str>,
         Option<&'a str>,
         Option<&'a str>,
         Option<&'a str>,
         Option<&'a str>,
     );
+    let mut bodies = Vec::with_capacity(events.iter().map(|(_, e)| e.data.len()).sum());
     let rows: Vec<EventRow> = events
         .iter()
         .map(|(_, e)| {
+            let start = bodies.len() + 1;
+            bodies.extend_from_slice(e.data.as_bytes());
             (
                 e.id.as_str(),
                 e.workspace_id.as_str(),
                 e.event_type.as_str(),
                 e.occurred_at,
                 e.received_at,
-                e.data.as_str(),
+                start,
+                e.data.len(),
                 e.scope.campaign_id.as_deref(),
                 e.scope.client_id.as_deref(),
                 e.scope.agent_id.as_deref(),
@@ -115,14 +123,17 @@ async fn insert_plain(
             )
         })
         .collect();
+    // A BLOB cast to TEXT keeps its bytes (the database is UTF-8, and so is every body).
     sqlx::query(
         "INSERT INTO events (id, workspace_id, event_type, occurred_at, received_at, data, campaign_id, client_id,
                  agent_id, category_id, idempotency_key)
-         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7,
-                value->>8, value->>9, value->>10
-         FROM jsonb_each(?)",
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4,
+                CAST(substr(?2, value->>5, value->>6) AS TEXT), value->>7, value->>8,
+                value->>9, value->>10, value->>11
+         FROM jsonb_each(?1)",
     )
     .bind(to_json(&rows)?)
+    .bind(bodies)
     .execute(&mut *conn)
     .await
     .map_err(map_err)?;

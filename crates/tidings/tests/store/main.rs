@@ -60,6 +60,7 @@ stories! {
         publish::publish_with_idempotency_key_returns_the_first_event,
         publish::concurrent_publishes_with_one_key_store_one_event,
         publish::batch_publish_answers_each_event_in_order,
+        publish::a_batch_keeps_each_body_byte_for_byte,
         publish::paused_webhook_holds_deliveries_until_resumed,
         publish::disabled_webhook_skips_new_deliveries_and_enable_releases_held_ones,
         publish::disabling_by_hand_holds_waiting_deliveries_until_enabled,

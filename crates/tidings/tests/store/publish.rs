@@ -356,6 +356,50 @@ pub async fn batch_publish_answers_each_event_in_order(backend: Backend) {
     assert_eq!(ids_of(&claimed), sorted(want));
 }
 
+pub async fn a_batch_keeps_each_body_byte_for_byte(backend: Backend) {
+    let store = backend.open().await;
+    let store = store.as_ref();
+    let home = workspace(store).await;
+    let hook = webhook(store, &home.id, WebhookState::Active).await;
+    // Bodies of different byte lengths, several with characters of two to four bytes, side by
+    // side in one batch: each must come back whole, from its own start to its own end.
+    let bodies = [
+        AWKWARD_DATA.to_owned(),
+        "{}".to_owned(),
+        r#"{"note":"日本語 🚀 ok","n":-0.0}"#.to_owned(),
+        format!(r#"{{"long":"{}"}}"#, "é".repeat(700)),
+        r#"{"a":"\\","b":"\u0000"}"#.to_owned(),
+    ];
+    let events: Vec<NewEvent> = bodies
+        .iter()
+        .map(|body| {
+            let mut event = new_event(&home.id, "lead.created.v1", now(), &[&hook]);
+            event.data = body.clone();
+            event
+        })
+        .collect();
+    store
+        .publish(events.clone())
+        .await
+        .expect("publish the batch");
+    for (event, body) in events.iter().zip(&bodies) {
+        let stored = store
+            .get_event(&home.id, &event.id)
+            .await
+            .expect("read an event back");
+        assert_eq!(&stored.data, body);
+    }
+    let claimed = claim_due(store, &claim("node-a", now(), 100)).await;
+    assert_eq!(claimed.len(), bodies.len());
+    for delivery in &claimed {
+        let index = events
+            .iter()
+            .position(|e| e.id == delivery.event_id)
+            .expect("a delivery of the batch");
+        assert_eq!(&*delivery.data, bodies[index].as_str());
+    }
+}
+
 pub async fn paused_webhook_holds_deliveries_until_resumed(backend: Backend) {
     let store = backend.open().await;
     let store = store.as_ref();
