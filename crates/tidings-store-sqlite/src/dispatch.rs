@@ -224,6 +224,7 @@ pub async fn record(
         .map(|row| (row.0.clone(), row))
         .collect();
 
+    // The header lists, the largest part of an attempt, go in `Packed`, not in the JSON rows.
     type AttemptRow<'a> = (
         &'a str,
         i64,
@@ -233,10 +234,11 @@ pub async fn record(
         Option<&'a str>,
         Option<&'a str>,
         Option<&'a str>,
-        String,
-        String,
+        (usize, usize),
+        (usize, usize),
     );
     let mut attempts: Vec<AttemptRow> = Vec::with_capacity(moved.len());
+    let mut headers = crate::events::Packed::with_capacity(moved.len() * 512);
     let mut latency: HashMap<(String, i64, i64), i64> = HashMap::new();
     let mut health: HashMap<String, Vec<HealthStep>> = HashMap::new();
     for outcome in &outcomes {
@@ -256,8 +258,8 @@ pub async fn record(
             attempt.error_kind.map(|k| k.as_str()),
             attempt.error_message.as_deref(),
             attempt.response_excerpt.as_deref(),
-            serde_json::to_string(&attempt.request_headers).unwrap_or_default(),
-            serde_json::to_string(&attempt.response_headers).unwrap_or_default(),
+            headers.push_json(&attempt.request_headers)?,
+            headers.push_json(&attempt.response_headers)?,
         ));
         let bucket = i64::try_from(stats::bucket(attempt.duration_ms)).unwrap_or(0);
         *latency
@@ -304,10 +306,12 @@ pub async fn record(
             "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error_kind, error_message,
                                    response_excerpt, request_headers, response_headers)
              SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7,
-                    value->>8, value->>9
-             FROM jsonb_each(?)",
+                    CAST(substr(?2, value->>'$[8][0]', value->>'$[8][1]') AS TEXT),
+                    CAST(substr(?2, value->>'$[9][0]', value->>'$[9][1]') AS TEXT)
+             FROM jsonb_each(?1)",
         )
         .bind(crate::events::to_json(&attempts)?)
+        .bind(headers.into_blob())
         .execute(&mut *conn)
         .await
         .map_err(map_err)?;

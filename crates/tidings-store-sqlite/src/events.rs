@@ -84,9 +84,7 @@ async fn insert_plain(
     conn: &mut SqliteConnection,
     events: Vec<(usize, NewEvent)>,
 ) -> StoreResult<Vec<(usize, Published)>> {
-    // Bodies do not go into the JSON rows: escaping them there and unescaping them in SQLite cost
-    // more than storing them. They are bound once, back to back, as one BLOB, and each row
-    // carries where its body starts (1-based, as `substr` counts) and how long it is.
+    // Bodies go in `Packed`, not in the JSON rows.
     type EventRow<'a> = (
         &'a str,
         &'a str,
@@ -101,12 +99,11 @@ async fn insert_plain(
         Option<&'a str>,
         Option<&'a str>,
     );
-    let mut bodies = Vec::with_capacity(events.iter().map(|(_, e)| e.data.len()).sum());
+    let mut bodies = Packed::with_capacity(events.iter().map(|(_, e)| e.data.len()).sum());
     let rows: Vec<EventRow> = events
         .iter()
         .map(|(_, e)| {
-            let start = bodies.len() + 1;
-            bodies.extend_from_slice(e.data.as_bytes());
+            let (start, length) = bodies.push(&e.data);
             (
                 e.id.as_str(),
                 e.workspace_id.as_str(),
@@ -114,7 +111,7 @@ async fn insert_plain(
                 e.occurred_at,
                 e.received_at,
                 start,
-                e.data.len(),
+                length,
                 e.scope.campaign_id.as_deref(),
                 e.scope.client_id.as_deref(),
                 e.scope.agent_id.as_deref(),
@@ -123,7 +120,6 @@ async fn insert_plain(
             )
         })
         .collect();
-    // A BLOB cast to TEXT keeps its bytes (the database is UTF-8, and so is every body).
     sqlx::query(
         "INSERT INTO events (id, workspace_id, event_type, occurred_at, received_at, data, campaign_id, client_id,
                  agent_id, category_id, idempotency_key)
@@ -133,7 +129,7 @@ async fn insert_plain(
          FROM jsonb_each(?1)",
     )
     .bind(to_json(&rows)?)
-    .bind(bodies)
+    .bind(bodies.into_blob())
     .execute(&mut *conn)
     .await
     .map_err(map_err)?;
@@ -225,6 +221,41 @@ async fn insert_plain(
 /// which `->>` reads without parsing text again).
 pub(crate) fn to_json<T: serde::Serialize>(rows: &T) -> StoreResult<String> {
     serde_json::to_string(rows).map_err(|e| StoreError::Internal(format!("encoding rows: {e}")))
+}
+
+/// Texts bound back to back as one BLOB beside a statement's JSON rows, instead of escaped inside
+/// them (escaping by serde, then parsing and unescaping by SQLite, cost more than storing them).
+/// A row names its text by where it starts (1-based, as `substr` counts) and its length in bytes;
+/// the statement reads it with `CAST(substr(?, start, length) AS TEXT)`, which keeps the bytes (the
+/// database is UTF-8, and so is every text).
+#[derive(Default)]
+pub(crate) struct Packed(Vec<u8>);
+
+impl Packed {
+    pub(crate) fn with_capacity(bytes: usize) -> Self {
+        Self(Vec::with_capacity(bytes))
+    }
+
+    pub(crate) fn push(&mut self, text: &str) -> (usize, usize) {
+        let start = self.0.len() + 1;
+        self.0.extend_from_slice(text.as_bytes());
+        (start, text.len())
+    }
+
+    /// Writes a value's JSON straight into the pack.
+    pub(crate) fn push_json<T: serde::Serialize>(
+        &mut self,
+        value: &T,
+    ) -> StoreResult<(usize, usize)> {
+        let start = self.0.len() + 1;
+        serde_json::to_writer(&mut self.0, value)
+            .map_err(|e| StoreError::Internal(format!("encoding rows: {e}")))?;
+        Ok((start, self.0.len() + 1 - start))
+    }
+
+    pub(crate) fn into_blob(self) -> Vec<u8> {
+        self.0
+    }
 }
 
 /// Reads rows SQLite handed back folded into one JSON value (`json_group_array`).
