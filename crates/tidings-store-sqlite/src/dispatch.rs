@@ -9,11 +9,8 @@ use tidings_core::stats;
 use tidings_core::{UnixMillis, now_millis};
 use tidings_store::*;
 
+use crate::bind::{Packed, from_json, to_json};
 use crate::{map_err, rows};
-
-fn json_list(ids: &[String]) -> String {
-    serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned())
-}
 
 /// Claims due deliveries of active webhooks, no more per webhook than brings its live claims (less
 /// the claim's settled ones) to `per_webhook_claims`, or to `alone_claims` where no other node
@@ -45,15 +42,15 @@ pub async fn claim(conn: &mut SqliteConnection, claim: &Claim) -> StoreResult<Ve
     )
     .bind(&claim.node)
     .bind(claim.now)
-    .bind(json_list(&claim.exclude_webhooks))
+    .bind(to_json(&claim.exclude_webhooks)?)
     .bind(i64::from(claim.limit))
     .bind(i64::from(claim.per_webhook_claims))
-    .bind(json_list(&claim.settled))
+    .bind(to_json(&claim.settled)?)
     .bind(i64::from(claim.alone_claims))
     .fetch_one(&mut *conn)
     .await
     .map_err(map_err)?;
-    let ids: Vec<String> = crate::events::from_json(&chosen)?;
+    let ids: Vec<String> = from_json(&chosen)?;
     if ids.is_empty() {
         return Ok(ids);
     }
@@ -83,7 +80,7 @@ pub async fn next_due_outside(
            AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.state = 'active')
          ORDER BY d.next_attempt_at LIMIT 1",
     )
-    .bind(json_list(&claim.exclude_webhooks))
+    .bind(to_json(&claim.exclude_webhooks)?)
     .fetch_optional(conn)
     .await
     .map_err(map_err)
@@ -97,7 +94,7 @@ pub async fn load_claimed(pool: &SqlitePool, ids: &[String]) -> StoreResult<Vec<
          FROM deliveries d JOIN events e ON e.id = d.event_id
          WHERE d.id IN (SELECT value FROM json_each(?))",
     )
-    .bind(json_list(ids))
+    .bind(to_json(ids)?)
     .fetch_all(pool)
     .await
     .map_err(map_err)?;
@@ -188,7 +185,7 @@ pub async fn record(
             )
         })
         .collect();
-    let moves = crate::events::to_json(&moves)?;
+    let moves = to_json(&moves)?;
     // The deliveries this node still holds, read first and folded into one JSON value: rows
     // returned by `UPDATE … RETURNING` would come back from SQLite's thread one at a time.
     let held: String = sqlx::query_scalar(
@@ -219,7 +216,7 @@ pub async fn record(
     .map_err(map_err)?;
     /// A recorded delivery: its attempt number, workspace, event and event type.
     type Moved = (String, i64, String, String, String);
-    let moved: HashMap<String, Moved> = crate::events::from_json::<Vec<Moved>>(&held)?
+    let moved: HashMap<String, Moved> = from_json::<Vec<Moved>>(&held)?
         .into_iter()
         .map(|row| (row.0.clone(), row))
         .collect();
@@ -238,7 +235,7 @@ pub async fn record(
         (usize, usize),
     );
     let mut attempts: Vec<AttemptRow> = Vec::with_capacity(moved.len());
-    let mut headers = crate::events::Packed::with_capacity(moved.len() * 512);
+    let mut headers = Packed::with_capacity(moved.len() * 512);
     let mut latency: HashMap<(String, i64, i64), i64> = HashMap::new();
     let mut health: HashMap<String, Vec<HealthStep>> = HashMap::new();
     for outcome in &outcomes {
@@ -310,7 +307,7 @@ pub async fn record(
                     CAST(substr(?2, value->>'$[9][0]', value->>'$[9][1]') AS TEXT)
              FROM jsonb_each(?1)",
         )
-        .bind(crate::events::to_json(&attempts)?)
+        .bind(to_json(&attempts)?)
         .bind(headers.into_blob())
         .execute(&mut *conn)
         .await
@@ -544,7 +541,7 @@ pub async fn release(pool: &SqlitePool, node: &str, ids: &[String]) -> StoreResu
     )
     .bind(now_millis())
     .bind(node)
-    .bind(json_list(ids))
+    .bind(to_json(ids)?)
     .execute(pool)
     .await
     .map_err(map_err)?;
@@ -563,7 +560,7 @@ pub async fn renew(
     )
     .bind(until)
     .bind(node)
-    .bind(json_list(ids))
+    .bind(to_json(ids)?)
     .execute(pool)
     .await
     .map_err(map_err)?;

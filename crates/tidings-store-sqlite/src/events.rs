@@ -7,6 +7,7 @@ use tidings_store::*;
 
 use tidings_core::now_millis;
 
+use crate::bind::{Packed, from_json, to_json};
 use crate::{dispatch, map_err, rows};
 
 /// Inserts events and deliveries inside the writer's transaction.
@@ -215,52 +216,6 @@ async fn insert_plain(
             )
         })
         .collect())
-}
-
-/// Rows bound as one JSON array, unpacked in SQL with `jsonb_each` (its rows come out as JSONB,
-/// which `->>` reads without parsing text again).
-pub(crate) fn to_json<T: serde::Serialize>(rows: &T) -> StoreResult<String> {
-    serde_json::to_string(rows).map_err(|e| StoreError::Internal(format!("encoding rows: {e}")))
-}
-
-/// Texts bound back to back as one BLOB beside a statement's JSON rows, instead of escaped inside
-/// them (escaping by serde, then parsing and unescaping by SQLite, cost more than storing them).
-/// A row names its text by where it starts (1-based, as `substr` counts) and its length in bytes;
-/// the statement reads it with `CAST(substr(?, start, length) AS TEXT)`, which keeps the bytes (the
-/// database is UTF-8, and so is every text).
-#[derive(Default)]
-pub(crate) struct Packed(Vec<u8>);
-
-impl Packed {
-    pub(crate) fn with_capacity(bytes: usize) -> Self {
-        Self(Vec::with_capacity(bytes))
-    }
-
-    pub(crate) fn push(&mut self, text: &str) -> (usize, usize) {
-        let start = self.0.len() + 1;
-        self.0.extend_from_slice(text.as_bytes());
-        (start, text.len())
-    }
-
-    /// Writes a value's JSON straight into the pack.
-    pub(crate) fn push_json<T: serde::Serialize>(
-        &mut self,
-        value: &T,
-    ) -> StoreResult<(usize, usize)> {
-        let start = self.0.len() + 1;
-        serde_json::to_writer(&mut self.0, value)
-            .map_err(|e| StoreError::Internal(format!("encoding rows: {e}")))?;
-        Ok((start, self.0.len() + 1 - start))
-    }
-
-    pub(crate) fn into_blob(self) -> Vec<u8> {
-        self.0
-    }
-}
-
-/// Reads rows SQLite handed back folded into one JSON value (`json_group_array`).
-pub(crate) fn from_json<T: serde::de::DeserializeOwned>(json: &str) -> StoreResult<T> {
-    serde_json::from_str(json).map_err(|e| StoreError::Internal(format!("decoding rows: {e}")))
 }
 
 async fn insert_event(conn: &mut SqliteConnection, event: &NewEvent) -> StoreResult<()> {

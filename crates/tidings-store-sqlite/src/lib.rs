@@ -4,6 +4,7 @@
 //! queued up in a single transaction (group commit), so many concurrent publishes share one fsync.
 //! Other writes take the same writer connection directly; reads never wait for writes.
 
+mod bind;
 mod catalog;
 mod dispatch;
 mod events;

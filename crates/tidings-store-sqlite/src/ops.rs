@@ -68,7 +68,7 @@ pub async fn retrigger(
     .bind(&filter.webhook_id)
     .bind(filter.since)
     .bind(filter.until)
-    .bind(serde_json::to_string(&statuses).unwrap_or_else(|_| "[]".into()))
+    .bind(crate::bind::to_json(&statuses)?)
     .bind(workspace_id)
     .bind(i64::from(limit))
     .execute(pool)
