@@ -43,7 +43,8 @@ pub struct SqliteStore {
 pub struct SqliteOptions {
     /// `sqlite://PATH` or a plain path.
     pub url: String,
-    /// `FULL` syncs every commit to disk; `NORMAL` survives a process crash but may lose the last
+    /// `FULL` syncs every commit that stores events to disk (commits of claims and outcomes alone
+    /// are not synced: see the writer); `NORMAL` survives a process crash but may lose the last
     /// commits on power loss.
     pub synchronous_full: bool,
     pub readers: u32,
