@@ -11,6 +11,7 @@ mod events;
 mod ops;
 pub(crate) mod reads;
 mod rows;
+mod sync;
 mod tenants;
 mod writer;
 
@@ -73,9 +74,13 @@ impl SqliteStore {
             // Page cache per connection (KiB): the writer gets more, the readers little, so memory
             // stays flat however many deliveries are pending.
             .pragma("cache_size", "-16000");
+        let database = connect.get_filename().to_owned();
+        // One connection for the life of the process: closing it could delete the WAL.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(connect.clone())
             .await
@@ -91,13 +96,19 @@ impl SqliteStore {
         let reader = SqlitePoolOptions::new()
             .max_connections(options.readers.max(1))
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(connect.read_only(true).pragma("cache_size", "-4000"))
+            .connect_with(
+                connect
+                    .clone()
+                    .read_only(true)
+                    .pragma("cache_size", "-4000"),
+            )
             .await
             .map_err(map_err)?;
         let work = Arc::new(Notify::new());
         let changes = writer::Changes::default();
         let jobs = writer::spawn(
             writer.clone(),
+            &database,
             work.clone(),
             changes.clone(),
             options.synchronous_full,

@@ -1,7 +1,8 @@
 //! The group-commit writer: publishes, claims and outcomes queue here and are committed together.
 //!
 //! Each job runs inside its own savepoint so one failing job does not undo the others; replies are
-//! sent only after the enclosing transaction has committed, so a caller that hears "ok" knows its
+//! sent only after the enclosing transaction has committed, and those that promise durable rows
+//! (publishes, test sends) only once the commit is on disk, so a caller that hears "ok" knows its
 //! rows are durable.
 
 use std::collections::HashSet;
@@ -13,6 +14,7 @@ use tidings_core::UnixMillis;
 use tidings_store::*;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::sync::Syncer;
 use crate::{dispatch, events, map_err};
 
 /// Most jobs folded into one transaction.
@@ -40,9 +42,16 @@ enum Reply {
         StoreResult<Vec<String>>,
     ),
     Record(oneshot::Sender<StoreResult<()>>, StoreResult<()>),
+    /// A test send's answer.
+    Durable(oneshot::Sender<StoreResult<()>>, StoreResult<()>),
 }
 
 impl Reply {
+    /// Whether the caller is promised its rows are on disk.
+    fn durable(&self) -> bool {
+        matches!(self, Reply::Publish(..) | Reply::Durable(..))
+    }
+
     fn send(self, commit_error: Option<&str>) {
         fn settle<T>(result: StoreResult<T>, commit_error: Option<&str>) -> StoreResult<T> {
             match commit_error {
@@ -54,13 +63,20 @@ impl Reply {
         match self {
             Reply::Publish(to, result) => drop(to.send(settle(result, commit_error))),
             Reply::Claim(to, result) => drop(to.send(settle(result, commit_error))),
-            Reply::Record(to, result) => drop(to.send(settle(result, commit_error))),
+            Reply::Record(to, result) | Reply::Durable(to, result) => {
+                drop(to.send(settle(result, commit_error)))
+            }
         }
     }
 }
 
 #[derive(Clone)]
-pub struct JobSender(mpsc::Sender<Job>);
+pub struct JobSender {
+    jobs: mpsc::Sender<Job>,
+    /// The syncer's count of syncs, when there is one.
+    #[cfg(test)]
+    syncs: Option<Arc<AtomicU64>>,
+}
 
 fn writer_gone() -> StoreError {
     StoreError::Unavailable("the storage writer has stopped".into())
@@ -72,7 +88,7 @@ impl JobSender {
         job: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> Job,
     ) -> StoreResult<T> {
         let (to, from) = oneshot::channel();
-        self.0.send(job(to)).await.map_err(|_| writer_gone())?;
+        self.jobs.send(job(to)).await.map_err(|_| writer_gone())?;
         from.await.map_err(|_| writer_gone())?
     }
 
@@ -92,6 +108,14 @@ impl JobSender {
     ) -> StoreResult<()> {
         self.submit(|to| Job::Record(node, outcomes, policy, to))
             .await
+    }
+
+    /// How many times the WAL was synced off the writer, if it is.
+    #[cfg(test)]
+    pub fn syncs(&self) -> Option<u64> {
+        self.syncs
+            .as_ref()
+            .map(|count| count.load(Ordering::Acquire))
     }
 
     pub async fn test_send(&self, event: NewEvent, outcome: Outcome) -> StoreResult<()> {
@@ -145,17 +169,30 @@ impl Changes {
 /// one serial path of the process wait on all the others.
 pub fn spawn(
     pool: SqlitePool,
+    database: &std::path::Path,
     work: Arc<Notify>,
     changes: Changes,
     synchronous_full: bool,
 ) -> StoreResult<JobSender> {
     let (sender, receiver) = mpsc::channel(4096);
+    let syncer = if synchronous_full {
+        Syncer::start(database, Reply::send)
+            .inspect_err(|error| {
+                tracing::warn!(%error, database = %database.display(), "cannot sync the write-ahead log off the writer; SQLite syncs each commit instead");
+            })
+            .ok()
+    } else {
+        None
+    };
     let writer = Writer {
         pool,
         changes,
         quiet: None,
         synchronous_full,
+        syncer,
     };
+    #[cfg(test)]
+    let syncs = writer.syncer.as_ref().map(Syncer::counter);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -164,16 +201,22 @@ pub fn spawn(
         .name("tidings-writer".into())
         .spawn(move || runtime.block_on(writer.run(receiver, work)))
         .map_err(|e| StoreError::Unavailable(format!("cannot start the storage writer: {e}")))?;
-    Ok(JobSender(sender))
+    Ok(JobSender {
+        jobs: sender,
+        #[cfg(test)]
+        syncs,
+    })
 }
 
 struct Writer {
     pool: SqlitePool,
     changes: Changes,
     quiet: Option<Quiet>,
-    /// The connection syncs every commit (`PRAGMA synchronous = FULL`); commits of claims and
-    /// outcomes alone are let off (see `commit`).
+    /// Rows promised durable are synced to disk before the answer (`PRAGMA synchronous = FULL`
+    /// for other writes); commits of claims and outcomes alone are let off (see `commit`).
     synchronous_full: bool,
+    /// Syncs in the writer's place when the WAL could be opened.
+    syncer: Option<Syncer<Reply>>,
 }
 
 impl Writer {
@@ -251,15 +294,18 @@ impl Writer {
     /// outcomes alone skips the sync to disk: a process crash loses nothing (the WAL is written),
     /// and what power loss takes back is a claim or a record, so the delivery is sent again, as
     /// at-least-once allows. The next synced commit flushes those pages with its own.
+    ///
+    /// With a syncer, no commit waits for the disk: durable answers wait in the syncer instead.
     async fn commit(&mut self, jobs: Vec<Job>) {
         let mut conn = match self.pool.acquire().await {
             Ok(conn) => conn,
             Err(error) => return fail_all(jobs.into_iter(), &error.to_string()),
         };
         let unsynced = self.synchronous_full
-            && !jobs
-                .iter()
-                .any(|job| matches!(job, Job::Publish(..) | Job::TestSend(..)));
+            && (self.syncer.is_some()
+                || !jobs
+                    .iter()
+                    .any(|job| matches!(job, Job::Publish(..) | Job::TestSend(..))));
         // The mode can only change outside a transaction, so it goes with the `BEGIN`; a synced
         // commit sets it too, in case an unsynced one failed before putting it back.
         let begin = match (self.synchronous_full, unsynced) {
@@ -316,7 +362,7 @@ impl Writer {
                 ),
                 Job::TestSend(send, to) => {
                     let (event, outcome) = *send;
-                    Reply::Record(
+                    Reply::Durable(
                         to,
                         in_savepoint(&mut tx, |c| {
                             Box::pin(events::insert_test_send(c, event, outcome))
@@ -334,8 +380,22 @@ impl Writer {
         if commit_error.is_some() {
             self.quiet = None;
         }
-        for reply in replies {
-            reply.send(commit_error.as_deref());
+        match &self.syncer {
+            Some(syncer) if commit_error.is_none() => {
+                let (durable, done): (Vec<Reply>, Vec<Reply>) =
+                    replies.into_iter().partition(Reply::durable);
+                for reply in done {
+                    reply.send(None);
+                }
+                if !durable.is_empty() {
+                    syncer.after_sync(durable);
+                }
+            }
+            _ => {
+                for reply in replies {
+                    reply.send(commit_error.as_deref());
+                }
+            }
         }
         true
     }
@@ -387,19 +447,18 @@ mod tests {
             .expect("read the sync mode")
     }
 
-    #[tokio::test]
-    async fn commits_without_publishes_leave_the_connection_synced_for_other_writes() {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let store = SqliteStore::open(&SqliteOptions {
+    async fn open(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(&SqliteOptions {
             url: dir.path().join("t.db").display().to_string(),
             synchronous_full: true,
             readers: 1,
         })
         .await
-        .expect("open the store");
-        // 2 is FULL.
-        assert_eq!(synchronous(&store).await, 2);
-        let claim = Claim {
+        .expect("open the store")
+    }
+
+    fn claim() -> Claim {
+        Claim {
             node: "node-a".into(),
             now: tidings_core::now_millis(),
             limit: 10,
@@ -408,14 +467,80 @@ mod tests {
             per_webhook_claims: 4,
             alone_claims: 0,
             settled: Vec::new(),
+        }
+    }
+
+    /// Publishes an event without deliveries; returns its workspace and id.
+    async fn publish_one(store: &SqliteStore) -> (String, String) {
+        let now = tidings_core::now_millis();
+        let workspace = Workspace {
+            id: tidings_core::ids::new_id(tidings_core::ids::IdKind::Workspace),
+            name: "w".into(),
+            level_precedence: Default::default(),
+            created_at: now,
+            updated_at: now,
         };
+        store
+            .create_workspace(&workspace)
+            .await
+            .expect("a workspace");
+        let event = NewEvent {
+            id: tidings_core::ids::new_id(tidings_core::ids::IdKind::Event),
+            workspace_id: workspace.id.clone(),
+            event_type: "email.sent".into(),
+            occurred_at: now,
+            received_at: now,
+            data: "{}".into(),
+            scope: Default::default(),
+            idempotency_key: None,
+            idempotency_until: now,
+            deliveries: Vec::new(),
+        };
+        let published = store.jobs.publish(vec![event]).await.expect("publish");
+        (workspace.id, published[0].event_id.clone())
+    }
+
+    fn syncs(store: &SqliteStore) -> u64 {
+        store
+            .jobs
+            .syncs()
+            .expect("the WAL is synced off the writer")
+    }
+
+    #[tokio::test]
+    async fn commits_without_publishes_leave_the_connection_synced_for_other_writes() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = open(&dir).await;
+        // 2 is FULL.
+        assert_eq!(synchronous(&store).await, 2);
         // A commit of a claim alone runs unsynced, then puts the mode back.
-        assert!(store.jobs.claim(claim).await.expect("claim").is_empty());
+        assert!(store.jobs.claim(claim()).await.expect("claim").is_empty());
         store
             .jobs
             .record("node-a".into(), Vec::new(), HealthPolicy::default())
             .await
             .expect("record");
         assert_eq!(synchronous(&store).await, 2);
+        // So does one of a publish, whose sync is done off the writer.
+        publish_one(&store).await;
+        assert_eq!(synchronous(&store).await, 2);
+    }
+
+    #[tokio::test]
+    async fn a_publish_is_answered_after_a_sync_and_a_claim_without_one() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = open(&dir).await;
+        let before = syncs(&store);
+        assert!(store.jobs.claim(claim()).await.expect("claim").is_empty());
+        assert_eq!(syncs(&store), before, "a claim promises nothing durable");
+        let (workspace, event) = publish_one(&store).await;
+        assert!(
+            syncs(&store) > before,
+            "the publish was answered before a sync"
+        );
+        store
+            .get_event(&workspace, &event)
+            .await
+            .expect("the event reads back");
     }
 }

@@ -1,0 +1,183 @@
+//! Syncs the write-ahead log to disk on a thread of its own, so the writer never waits for the disk.
+//!
+//! The writer commits without a sync (`synchronous = NORMAL`), hands the answers that promise
+//! durable rows to this thread, and goes on with the next jobs. The thread takes every answer
+//! waiting, syncs the WAL once, then sends them: one sync covers all commits made before it began,
+//! and the next commits' work overlaps it. That is what `synchronous = FULL` does at each commit, on
+//! the writer's time.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+
+/// Sends a batch of answers with the sync's error, if it failed.
+pub type Settle<T> = fn(T, Option<&str>);
+
+/// A handle on the syncing thread; dropping it stops the thread once the answers already handed
+/// over are sent.
+pub struct Syncer<T> {
+    queue: mpsc::Sender<Vec<T>>,
+    settle: Settle<T>,
+    /// Syncs done so far.
+    #[cfg(test)]
+    syncs: Arc<AtomicU64>,
+}
+
+impl<T: Send + 'static> Syncer<T> {
+    /// Starts the thread for the database file `database`. Fails when its WAL cannot be opened: the
+    /// writer then lets SQLite sync each commit itself.
+    pub fn start(database: &Path, settle: Settle<T>) -> io::Result<Self> {
+        let mut wal = Wal::open(database)?;
+        let (queue, waiting) = mpsc::channel::<Vec<T>>();
+        let syncs = Arc::new(AtomicU64::new(0));
+        let done = syncs.clone();
+        std::thread::Builder::new()
+            .name("tidings-sync".into())
+            .spawn(move || {
+                // After a failed sync the kernel may have dropped the pages it could not write, and a
+                // later sync would succeed without them: no answer is promised durable again.
+                let mut broken: Option<String> = None;
+                while let Ok(mut batch) = waiting.recv() {
+                    while let Ok(more) = waiting.try_recv() {
+                        batch.extend(more);
+                    }
+                    if broken.is_none()
+                        && let Err(error) = wal.sync()
+                    {
+                        tracing::error!(%error, "syncing the write-ahead log failed; events are no longer accepted");
+                        broken = Some(format!(
+                            "syncing the write-ahead log to disk failed ({error}); restart Tidings once the disk is sound"
+                        ));
+                    }
+                    done.fetch_add(1, Ordering::Release);
+                    for answer in batch {
+                        settle(answer, broken.as_deref());
+                    }
+                }
+            })?;
+        Ok(Self {
+            queue,
+            settle,
+            #[cfg(test)]
+            syncs,
+        })
+    }
+
+    /// Sends `answers` once everything committed so far is on disk.
+    pub fn after_sync(&self, answers: Vec<T>) {
+        if let Err(mpsc::SendError(answers)) = self.queue.send(answers) {
+            for answer in answers {
+                (self.settle)(answer, Some("the storage sync thread has stopped"));
+            }
+        }
+    }
+
+    /// Counts the syncs done.
+    #[cfg(test)]
+    pub fn counter(&self) -> Arc<AtomicU64> {
+        self.syncs.clone()
+    }
+}
+
+/// The WAL file as last opened, known by its inode: SQLite deletes the WAL when its last
+/// connection closes and makes a new one on the next write.
+struct Wal {
+    path: PathBuf,
+    directory: PathBuf,
+    file: File,
+    inode: u64,
+}
+
+impl Wal {
+    fn open(database: &Path) -> io::Result<Self> {
+        let mut path = database.as_os_str().to_owned();
+        path.push("-wal");
+        let path = PathBuf::from(path);
+        let directory = match database.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let (file, inode) = open_synced(&path, &directory)?;
+        Ok(Self {
+            path,
+            directory,
+            file,
+            inode,
+        })
+    }
+
+    /// Makes every commit finished before the call durable.
+    ///
+    /// Such a commit is in the WAL found at the path now, or in an older one, which SQLite
+    /// checkpointed into the database and synced before deleting it.
+    fn sync(&mut self) -> io::Result<()> {
+        let inode = match std::fs::metadata(&self.path) {
+            Ok(found) => found.ino(),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        if inode != self.inode {
+            (self.file, self.inode) = open_synced(&self.path, &self.directory)?;
+        }
+        self.file.sync_data()
+    }
+}
+
+/// Opens a WAL read-only (a sync needs no more) and syncs the directory naming it, which SQLite
+/// leaves to its first sync of the file.
+fn open_synced(path: &Path, directory: &Path) -> io::Result<(File, u64)> {
+    let file = File::open(path)?;
+    let inode = file.metadata()?.ino();
+    File::open(directory)?.sync_all()?;
+    Ok((file, inode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::channel;
+
+    fn settle(answer: mpsc::Sender<Option<String>>, error: Option<&str>) {
+        drop(answer.send(error.map(str::to_owned)));
+    }
+
+    #[test]
+    fn a_missing_wal_is_an_error_at_start() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        assert!(Syncer::start(&dir.path().join("none.db"), settle).is_err());
+    }
+
+    #[test]
+    fn answers_follow_a_sync_of_the_wal_at_the_path_now() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let database = dir.path().join("t.db");
+        let wal_path = dir.path().join("t.db-wal");
+        std::fs::write(&wal_path, b"first").expect("write a WAL");
+        let mut wal = Wal::open(&database).expect("open the WAL");
+        let first = wal.inode;
+        wal.sync().expect("sync");
+        // The WAL deleted (its last connection closed) and made anew by the next write.
+        std::fs::remove_file(&wal_path).expect("delete the WAL");
+        wal.sync().expect("no WAL: nothing to sync");
+        std::fs::write(&wal_path, b"second").expect("write a new WAL");
+        wal.sync().expect("sync the new WAL");
+        assert_eq!(wal.inode, std::fs::metadata(&wal_path).expect("stat").ino());
+        // The deleted WAL stays open, so its inode number cannot be given to the new one.
+        assert_ne!(wal.inode, first, "the new WAL is a new file");
+
+        let syncer = Syncer::start(&database, settle).expect("start");
+        let (to, from) = channel();
+        syncer.after_sync(vec![to.clone(), to]);
+        assert_eq!(from.recv().expect("an answer"), None);
+        assert_eq!(from.recv().expect("an answer"), None);
+        assert_eq!(
+            syncer.counter().load(Ordering::Acquire),
+            1,
+            "one sync for the batch"
+        );
+    }
+}
