@@ -226,6 +226,31 @@ impl Cluster {
     pub async fn create_database(&self) -> Result<String, String> {
         create_database(&self.admin_url).await
     }
+
+    /// Drops the database at `url` and checkpoints, so what its writes left behind (dirty pages,
+    /// autovacuum of its tables, WAL not yet recycled) does not land in what runs next.
+    pub async fn retire_database(&self, url: &str) -> Result<(), String> {
+        let name = url
+            .rsplit_once('/')
+            .map(|(_, name)| name)
+            .filter(|name| name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+            .ok_or_else(|| format!("not a database URL of this cluster: {url}"))?;
+        let mut admin = PgConnection::connect(&self.admin_url)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", self.admin_url))?;
+        admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE {name} WITH (FORCE)"
+            )))
+            .await
+            .map_err(|e| format!("DROP DATABASE failed: {e}"))?;
+        admin
+            .execute("CHECKPOINT")
+            .await
+            .map_err(|e| format!("CHECKPOINT failed: {e}"))?;
+        let _ = admin.close().await;
+        Ok(())
+    }
 }
 
 impl Drop for Cluster {
