@@ -134,6 +134,10 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
+        // Events cannot be accepted: a load balancer should send them elsewhere.
+        if let Some(why) = self.jobs.broken() {
+            return Err(StoreError::Unavailable(why));
+        }
         sqlx::query("SELECT 1")
             .execute(&self.reader)
             .await

@@ -10,9 +10,8 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, OnceLock, mpsc};
 
 /// Sends a batch of answers with the sync's error, if it failed.
 pub type Settle<T> = fn(T, Option<&str>);
@@ -22,6 +21,8 @@ pub type Settle<T> = fn(T, Option<&str>);
 pub struct Syncer<T> {
     queue: mpsc::Sender<Vec<T>>,
     settle: Settle<T>,
+    /// Why syncs stopped, once one failed.
+    broken: Arc<OnceLock<String>>,
     /// Syncs done so far.
     #[cfg(test)]
     syncs: Arc<AtomicU64>,
@@ -35,33 +36,35 @@ impl<T: Send + 'static> Syncer<T> {
         let (queue, waiting) = mpsc::channel::<Vec<T>>();
         let syncs = Arc::new(AtomicU64::new(0));
         let done = syncs.clone();
+        let broken = Arc::new(OnceLock::new());
+        let failed = broken.clone();
         std::thread::Builder::new()
             .name("tidings-sync".into())
             .spawn(move || {
                 // After a failed sync the kernel may have dropped the pages it could not write, and a
                 // later sync would succeed without them: no answer is promised durable again.
-                let mut broken: Option<String> = None;
                 while let Ok(mut batch) = waiting.recv() {
                     while let Ok(more) = waiting.try_recv() {
                         batch.extend(more);
                     }
-                    if broken.is_none()
+                    if failed.get().is_none()
                         && let Err(error) = wal.sync()
                     {
                         tracing::error!(%error, "syncing the write-ahead log failed; events are no longer accepted");
-                        broken = Some(format!(
+                        let _ = failed.set(format!(
                             "syncing the write-ahead log to disk failed ({error}); restart Tidings once the disk is sound"
                         ));
                     }
                     done.fetch_add(1, Ordering::Release);
                     for answer in batch {
-                        settle(answer, broken.as_deref());
+                        settle(answer, failed.get().map(String::as_str));
                     }
                 }
             })?;
         Ok(Self {
             queue,
             settle,
+            broken,
             #[cfg(test)]
             syncs,
         })
@@ -74,6 +77,16 @@ impl<T: Send + 'static> Syncer<T> {
                 (self.settle)(answer, Some("the storage sync thread has stopped"));
             }
         }
+    }
+
+    /// Why nothing can be promised durable any more, once a sync failed.
+    pub fn broken(&self) -> Option<&str> {
+        self.broken.get().map(String::as_str)
+    }
+
+    /// Where `broken` is kept, for those who outlive this handle.
+    pub fn broken_cell(&self) -> Arc<OnceLock<String>> {
+        self.broken.clone()
     }
 
     /// Counts the syncs done.
@@ -179,5 +192,28 @@ mod tests {
             1,
             "one sync for the batch"
         );
+    }
+
+    #[test]
+    fn after_a_failed_sync_every_answer_fails() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let database = dir.path().join("t.db");
+        let wal_path = dir.path().join("t.db-wal");
+        std::fs::write(&wal_path, b"frames").expect("write a WAL");
+        let syncer = Syncer::start(&database, settle).expect("start");
+        assert_eq!(syncer.broken(), None);
+        // A path that cannot be resolved (a link to itself) makes the sync fail.
+        std::fs::remove_file(&wal_path).expect("delete the WAL");
+        std::os::unix::fs::symlink(&wal_path, &wal_path).expect("a link loop");
+        let (to, from) = channel();
+        syncer.after_sync(vec![to.clone()]);
+        let error = from.recv().expect("an answer").expect("the sync failed");
+        assert!(error.contains("restart Tidings"), "{error}");
+        assert!(syncer.broken().is_some());
+        // A sound WAL again does not make later answers durable.
+        std::fs::remove_file(&wal_path).expect("delete the link");
+        std::fs::write(&wal_path, b"frames").expect("write a WAL");
+        syncer.after_sync(vec![to]);
+        assert!(from.recv().expect("an answer").is_some());
     }
 }

@@ -73,6 +73,8 @@ impl Reply {
 #[derive(Clone)]
 pub struct JobSender {
     jobs: mpsc::Sender<Job>,
+    /// Why the syncer stopped promising durable rows, once it did.
+    broken: Option<Arc<std::sync::OnceLock<String>>>,
     /// The syncer's count of syncs, when there is one.
     #[cfg(test)]
     syncs: Option<Arc<AtomicU64>>,
@@ -108,6 +110,11 @@ impl JobSender {
     ) -> StoreResult<()> {
         self.submit(|to| Job::Record(node, outcomes, policy, to))
             .await
+    }
+
+    /// Why publishes are refused, when a sync of the WAL failed.
+    pub fn broken(&self) -> Option<String> {
+        self.broken.as_ref().and_then(|why| why.get().cloned())
     }
 
     /// How many times the WAL was synced off the writer, if it is.
@@ -191,6 +198,7 @@ pub fn spawn(
         synchronous_full,
         syncer,
     };
+    let broken = writer.syncer.as_ref().map(Syncer::broken_cell);
     #[cfg(test)]
     let syncs = writer.syncer.as_ref().map(Syncer::counter);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -203,6 +211,7 @@ pub fn spawn(
         .map_err(|e| StoreError::Unavailable(format!("cannot start the storage writer: {e}")))?;
     Ok(JobSender {
         jobs: sender,
+        broken,
         #[cfg(test)]
         syncs,
     })
@@ -344,10 +353,23 @@ impl Writer {
                 return false;
             }
         };
+        // Once a sync failed, rows promised durable are refused before they are written: an answer
+        // could not be trusted, and the caller, told of the failure, would send them again.
+        let refused = self
+            .syncer
+            .as_ref()
+            .and_then(Syncer::broken)
+            .map(str::to_owned);
         let mut replies = Vec::new();
         for job in jobs {
             self.notice(&job);
             let reply = match job {
+                Job::Publish(_, to) if let Some(why) = &refused => {
+                    Reply::Publish(to, Err(StoreError::Unavailable(why.clone())))
+                }
+                Job::TestSend(_, to) if let Some(why) = &refused => {
+                    Reply::Durable(to, Err(StoreError::Unavailable(why.clone())))
+                }
                 Job::Publish(events, to) => Reply::Publish(
                     to,
                     in_savepoint(&mut tx, |c| Box::pin(events::insert(c, events))).await,
@@ -470,8 +492,14 @@ mod tests {
         }
     }
 
-    /// Publishes an event without deliveries; returns its workspace and id.
+    /// Publishes an event without deliveries in a new workspace; returns its workspace and id.
     async fn publish_one(store: &SqliteStore) -> (String, String) {
+        let workspace = workspace(store).await;
+        let published = publish(store, &workspace).await.expect("publish");
+        (workspace, published[0].event_id.clone())
+    }
+
+    async fn workspace(store: &SqliteStore) -> String {
         let now = tidings_core::now_millis();
         let workspace = Workspace {
             id: tidings_core::ids::new_id(tidings_core::ids::IdKind::Workspace),
@@ -484,9 +512,14 @@ mod tests {
             .create_workspace(&workspace)
             .await
             .expect("a workspace");
+        workspace.id
+    }
+
+    async fn publish(store: &SqliteStore, workspace: &str) -> StoreResult<Vec<Published>> {
+        let now = tidings_core::now_millis();
         let event = NewEvent {
             id: tidings_core::ids::new_id(tidings_core::ids::IdKind::Event),
-            workspace_id: workspace.id.clone(),
+            workspace_id: workspace.to_owned(),
             event_type: "email.sent".into(),
             occurred_at: now,
             received_at: now,
@@ -496,8 +529,7 @@ mod tests {
             idempotency_until: now,
             deliveries: Vec::new(),
         };
-        let published = store.jobs.publish(vec![event]).await.expect("publish");
-        (workspace.id, published[0].event_id.clone())
+        store.jobs.publish(vec![event]).await
     }
 
     fn syncs(store: &SqliteStore) -> u64 {
@@ -542,5 +574,35 @@ mod tests {
             .get_event(&workspace, &event)
             .await
             .expect("the event reads back");
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_sync_publishes_are_refused_before_they_are_written() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = open(&dir).await;
+        let workspace = workspace(&store).await;
+        publish(&store, &workspace).await.expect("publish");
+        // A WAL path that cannot be resolved (a link to itself) makes the next sync fail; SQLite
+        // keeps writing through the file it has open.
+        let wal = dir.path().join("t.db-wal");
+        std::fs::remove_file(&wal).expect("delete the WAL path");
+        std::os::unix::fs::symlink(&wal, &wal).expect("a link loop");
+        let events = || async {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events")
+                .fetch_one(&store.writer)
+                .await
+                .expect("count events")
+        };
+        // Committed, then its sync failed: the caller hears of the failure.
+        assert!(publish(&store, &workspace).await.is_err());
+        let written = events().await;
+        let Err(error) = publish(&store, &workspace).await else {
+            panic!("a publish was accepted after a failed sync");
+        };
+        assert!(error.to_string().contains("restart Tidings"), "{error}");
+        assert_eq!(events().await, written, "a refused publish was written");
+        // Claims promise nothing durable and go on; the store reports itself unhealthy.
+        store.jobs.claim(claim()).await.expect("claim");
+        assert!(store.ping().await.is_err());
     }
 }
