@@ -96,12 +96,7 @@ impl SqliteStore {
         let reader = SqlitePoolOptions::new()
             .max_connections(options.readers.max(1))
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(
-                connect
-                    .clone()
-                    .read_only(true)
-                    .pragma("cache_size", "-4000"),
-            )
+            .connect_with(connect.read_only(true).pragma("cache_size", "-4000"))
             .await
             .map_err(map_err)?;
         let work = Arc::new(Notify::new());

@@ -10,22 +10,41 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+#[cfg(test)]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
 
 /// Sends a batch of answers with the sync's error, if it failed.
 pub type Settle<T> = fn(T, Option<&str>);
 
+/// What the sync thread tells those outside it.
+#[derive(Default)]
+pub struct SyncState {
+    /// Why syncs stopped, once one failed.
+    broken: OnceLock<String>,
+    /// Syncs done so far.
+    #[cfg(test)]
+    syncs: AtomicU64,
+}
+
+impl SyncState {
+    /// Why nothing can be promised durable any more, once a sync failed.
+    pub fn broken(&self) -> Option<&str> {
+        self.broken.get().map(String::as_str)
+    }
+
+    #[cfg(test)]
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Acquire)
+    }
+}
+
 /// A handle on the syncing thread; dropping it stops the thread once the answers already handed
 /// over are sent.
 pub struct Syncer<T> {
     queue: mpsc::Sender<Vec<T>>,
     settle: Settle<T>,
-    /// Why syncs stopped, once one failed.
-    broken: Arc<OnceLock<String>>,
-    /// Syncs done so far.
-    #[cfg(test)]
-    syncs: Arc<AtomicU64>,
+    state: Arc<SyncState>,
 }
 
 impl<T: Send + 'static> Syncer<T> {
@@ -34,10 +53,8 @@ impl<T: Send + 'static> Syncer<T> {
     pub fn start(database: &Path, settle: Settle<T>) -> io::Result<Self> {
         let mut wal = Wal::open(database)?;
         let (queue, waiting) = mpsc::channel::<Vec<T>>();
-        let syncs = Arc::new(AtomicU64::new(0));
-        let done = syncs.clone();
-        let broken = Arc::new(OnceLock::new());
-        let failed = broken.clone();
+        let state = Arc::new(SyncState::default());
+        let shared = state.clone();
         std::thread::Builder::new()
             .name("tidings-sync".into())
             .spawn(move || {
@@ -47,26 +64,25 @@ impl<T: Send + 'static> Syncer<T> {
                     while let Ok(more) = waiting.try_recv() {
                         batch.extend(more);
                     }
-                    if failed.get().is_none()
+                    if shared.broken().is_none()
                         && let Err(error) = wal.sync()
                     {
                         tracing::error!(%error, "syncing the write-ahead log failed; events are no longer accepted");
-                        let _ = failed.set(format!(
+                        let _ = shared.broken.set(format!(
                             "syncing the write-ahead log to disk failed ({error}); restart Tidings once the disk is sound"
                         ));
                     }
-                    done.fetch_add(1, Ordering::Release);
+                    #[cfg(test)]
+                    shared.syncs.fetch_add(1, Ordering::Release);
                     for answer in batch {
-                        settle(answer, failed.get().map(String::as_str));
+                        settle(answer, shared.broken());
                     }
                 }
             })?;
         Ok(Self {
             queue,
             settle,
-            broken,
-            #[cfg(test)]
-            syncs,
+            state,
         })
     }
 
@@ -79,20 +95,8 @@ impl<T: Send + 'static> Syncer<T> {
         }
     }
 
-    /// Why nothing can be promised durable any more, once a sync failed.
-    pub fn broken(&self) -> Option<&str> {
-        self.broken.get().map(String::as_str)
-    }
-
-    /// Where `broken` is kept, for those who outlive this handle.
-    pub fn broken_cell(&self) -> Arc<OnceLock<String>> {
-        self.broken.clone()
-    }
-
-    /// Counts the syncs done.
-    #[cfg(test)]
-    pub fn counter(&self) -> Arc<AtomicU64> {
-        self.syncs.clone()
+    pub fn state(&self) -> &Arc<SyncState> {
+        &self.state
     }
 }
 
@@ -158,6 +162,13 @@ mod tests {
         drop(answer.send(error.map(str::to_owned)));
     }
 
+    /// A database path in `dir` whose WAL exists; returns the database and WAL paths.
+    fn with_wal(dir: &tempfile::TempDir) -> (PathBuf, PathBuf) {
+        let wal = dir.path().join("t.db-wal");
+        std::fs::write(&wal, b"frames").expect("write a WAL");
+        (dir.path().join("t.db"), wal)
+    }
+
     #[test]
     fn a_missing_wal_is_an_error_at_start() {
         let dir = tempfile::tempdir().expect("a temp dir");
@@ -167,9 +178,7 @@ mod tests {
     #[test]
     fn answers_follow_a_sync_of_the_wal_at_the_path_now() {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let database = dir.path().join("t.db");
-        let wal_path = dir.path().join("t.db-wal");
-        std::fs::write(&wal_path, b"first").expect("write a WAL");
+        let (database, wal_path) = with_wal(&dir);
         let mut wal = Wal::open(&database).expect("open the WAL");
         let first = wal.inode;
         wal.sync().expect("sync");
@@ -187,21 +196,15 @@ mod tests {
         syncer.after_sync(vec![to.clone(), to]);
         assert_eq!(from.recv().expect("an answer"), None);
         assert_eq!(from.recv().expect("an answer"), None);
-        assert_eq!(
-            syncer.counter().load(Ordering::Acquire),
-            1,
-            "one sync for the batch"
-        );
+        assert_eq!(syncer.state().syncs(), 1, "one sync for the batch");
     }
 
     #[test]
     fn after_a_failed_sync_every_answer_fails() {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let database = dir.path().join("t.db");
-        let wal_path = dir.path().join("t.db-wal");
-        std::fs::write(&wal_path, b"frames").expect("write a WAL");
+        let (database, wal_path) = with_wal(&dir);
         let syncer = Syncer::start(&database, settle).expect("start");
-        assert_eq!(syncer.broken(), None);
+        assert_eq!(syncer.state().broken(), None);
         // A path that cannot be resolved (a link to itself) makes the sync fail.
         std::fs::remove_file(&wal_path).expect("delete the WAL");
         std::os::unix::fs::symlink(&wal_path, &wal_path).expect("a link loop");
@@ -209,7 +212,7 @@ mod tests {
         syncer.after_sync(vec![to.clone()]);
         let error = from.recv().expect("an answer").expect("the sync failed");
         assert!(error.contains("restart Tidings"), "{error}");
-        assert!(syncer.broken().is_some());
+        assert!(syncer.state().broken().is_some());
         // A sound WAL again does not make later answers durable.
         std::fs::remove_file(&wal_path).expect("delete the link");
         std::fs::write(&wal_path, b"frames").expect("write a WAL");

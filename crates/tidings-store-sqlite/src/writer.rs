@@ -14,7 +14,7 @@ use tidings_core::UnixMillis;
 use tidings_store::*;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::sync::Syncer;
+use crate::sync::{SyncState, Syncer};
 use crate::{dispatch, events, map_err};
 
 /// Most jobs folded into one transaction.
@@ -73,11 +73,8 @@ impl Reply {
 #[derive(Clone)]
 pub struct JobSender {
     jobs: mpsc::Sender<Job>,
-    /// Why the syncer stopped promising durable rows, once it did.
-    broken: Option<Arc<std::sync::OnceLock<String>>>,
-    /// The syncer's count of syncs, when there is one.
-    #[cfg(test)]
-    syncs: Option<Arc<AtomicU64>>,
+    /// The sync thread's state, when there is one.
+    sync: Option<Arc<SyncState>>,
 }
 
 fn writer_gone() -> StoreError {
@@ -114,15 +111,16 @@ impl JobSender {
 
     /// Why publishes are refused, when a sync of the WAL failed.
     pub fn broken(&self) -> Option<String> {
-        self.broken.as_ref().and_then(|why| why.get().cloned())
+        self.sync
+            .as_ref()
+            .and_then(|sync| sync.broken())
+            .map(str::to_owned)
     }
 
     /// How many times the WAL was synced off the writer, if it is.
     #[cfg(test)]
     pub fn syncs(&self) -> Option<u64> {
-        self.syncs
-            .as_ref()
-            .map(|count| count.load(Ordering::Acquire))
+        self.sync.as_ref().map(|sync| sync.syncs())
     }
 
     pub async fn test_send(&self, event: NewEvent, outcome: Outcome) -> StoreResult<()> {
@@ -198,9 +196,7 @@ pub fn spawn(
         synchronous_full,
         syncer,
     };
-    let broken = writer.syncer.as_ref().map(Syncer::broken_cell);
-    #[cfg(test)]
-    let syncs = writer.syncer.as_ref().map(Syncer::counter);
+    let sync = writer.syncer.as_ref().map(|syncer| syncer.state().clone());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -209,12 +205,7 @@ pub fn spawn(
         .name("tidings-writer".into())
         .spawn(move || runtime.block_on(writer.run(receiver, work)))
         .map_err(|e| StoreError::Unavailable(format!("cannot start the storage writer: {e}")))?;
-    Ok(JobSender {
-        jobs: sender,
-        broken,
-        #[cfg(test)]
-        syncs,
-    })
+    Ok(JobSender { jobs: sender, sync })
 }
 
 struct Writer {
@@ -222,7 +213,7 @@ struct Writer {
     changes: Changes,
     quiet: Option<Quiet>,
     /// Rows promised durable are synced to disk before the answer (`PRAGMA synchronous = FULL`
-    /// for other writes); commits of claims and outcomes alone are let off (see `commit`).
+    /// for other writes; see `commit`).
     synchronous_full: bool,
     /// Syncs in the writer's place when the WAL could be opened.
     syncer: Option<Syncer<Reply>>,
@@ -302,7 +293,7 @@ impl Writer {
     /// Only publishes and test sends promise their caller durable rows. A commit of claims and
     /// outcomes alone skips the sync to disk: a process crash loses nothing (the WAL is written),
     /// and what power loss takes back is a claim or a record, so the delivery is sent again, as
-    /// at-least-once allows. The next synced commit flushes those pages with its own.
+    /// at-least-once allows. The next sync flushes those pages with its own.
     ///
     /// With a syncer, no commit waits for the disk: durable answers wait in the syncer instead.
     async fn commit(&mut self, jobs: Vec<Job>) {
@@ -358,7 +349,7 @@ impl Writer {
         let refused = self
             .syncer
             .as_ref()
-            .and_then(Syncer::broken)
+            .and_then(|syncer| syncer.state().broken())
             .map(str::to_owned);
         let mut replies = Vec::new();
         for job in jobs {
@@ -404,10 +395,13 @@ impl Writer {
         }
         match &self.syncer {
             Some(syncer) if commit_error.is_none() => {
-                let (durable, done): (Vec<Reply>, Vec<Reply>) =
-                    replies.into_iter().partition(Reply::durable);
-                for reply in done {
-                    reply.send(None);
+                let mut durable = Vec::new();
+                for reply in replies {
+                    if reply.durable() {
+                        durable.push(reply);
+                    } else {
+                        reply.send(None);
+                    }
                 }
                 if !durable.is_empty() {
                     syncer.after_sync(durable);
