@@ -3,22 +3,24 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use rusqlite::{Connection, OptionalExtension, params};
+use sqlx::{Row, SqlitePool};
 use tidings_core::ids::{IdKind, new_id};
 use tidings_core::stats;
 use tidings_core::{UnixMillis, now_millis};
 use tidings_store::*;
 
 use crate::bind::{Packed, from_json, to_json};
-use crate::{map_err, rows};
+use crate::rows::{execute, query_value};
+use crate::{map_err, map_sql, rows};
 
 /// Claims due deliveries of active webhooks, no more per webhook than brings its live claims (less
 /// the claim's settled ones) to `per_webhook_claims`, or to `alone_claims` where no other node
 /// holds any; the claim's end becomes the delivery's due time.
-pub async fn claim(conn: &mut SqliteConnection, claim: &Claim) -> StoreResult<Vec<String>> {
-    // Chosen first, folded into one JSON array, then updated: `UPDATE … RETURNING` would hand each
-    // id back from SQLite's thread on its own, a thread switch per delivery.
-    let chosen: String = sqlx::query_scalar(
+pub fn claim(conn: &Connection, claim: &Claim) -> StoreResult<Vec<String>> {
+    // Chosen first, folded into one JSON array, then updated by that array.
+    let chosen: String = query_value(
+        conn,
         "SELECT json_group_array(c.id) FROM (
              SELECT d.id, d.webhook_id,
                     ROW_NUMBER() OVER (PARTITION BY d.webhook_id ORDER BY d.next_attempt_at) AS n
@@ -39,51 +41,42 @@ pub async fn claim(conn: &mut SqliteConnection, claim: &Claim) -> StoreResult<Ve
          ) l ON l.webhook_id = c.webhook_id
          WHERE c.n <= (CASE WHEN COALESCE(l.others, 0) = 0 THEN MAX(?5, ?7) ELSE ?5 END)
                       - COALESCE(l.live, 0)",
-    )
-    .bind(&claim.node)
-    .bind(claim.now)
-    .bind(to_json(&claim.exclude_webhooks)?)
-    .bind(i64::from(claim.limit))
-    .bind(i64::from(claim.per_webhook_claims))
-    .bind(to_json(&claim.settled)?)
-    .bind(i64::from(claim.alone_claims))
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(map_err)?;
+        params![
+            claim.node,
+            claim.now,
+            to_json(&claim.exclude_webhooks)?,
+            claim.limit,
+            claim.per_webhook_claims,
+            to_json(&claim.settled)?,
+            claim.alone_claims,
+        ],
+    )?;
     let ids: Vec<String> = from_json(&chosen)?;
     if ids.is_empty() {
         return Ok(ids);
     }
-    sqlx::query(
+    execute(
+        conn,
         "UPDATE deliveries SET claimed_by = ?1, next_attempt_at = ?2
          WHERE id IN (SELECT value FROM json_each(?3))",
-    )
-    .bind(&claim.node)
-    .bind(claim.now + claim.lease_ms)
-    .bind(&chosen)
-    .execute(conn)
-    .await
-    .map_err(map_err)?;
+        params![claim.node, claim.now + claim.lease_ms, chosen],
+    )?;
     Ok(ids)
 }
 
 /// When the first delivery of an active webhook outside the claim's exclusions is due (a claimed
 /// one: when its lease ends), if there is one.
-pub async fn next_due_outside(
-    conn: &mut SqliteConnection,
-    claim: &Claim,
-) -> StoreResult<Option<UnixMillis>> {
-    sqlx::query_scalar(
+pub fn next_due_outside(conn: &Connection, claim: &Claim) -> StoreResult<Option<UnixMillis>> {
+    let excluded = to_json(&claim.exclude_webhooks)?;
+    conn.prepare_cached(
         "SELECT d.next_attempt_at FROM deliveries d
          WHERE d.status = 'pending' AND d.next_attempt_at IS NOT NULL
            AND d.webhook_id NOT IN (SELECT value FROM json_each(?))
            AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.state = 'active')
          ORDER BY d.next_attempt_at LIMIT 1",
     )
-    .bind(to_json(&claim.exclude_webhooks)?)
-    .fetch_optional(conn)
-    .await
-    .map_err(map_err)
+    .and_then(|mut statement| statement.query_row([excluded], |row| row.get(0)).optional())
+    .map_err(map_sql)
 }
 
 /// Reads what the dispatcher needs for claimed deliveries; events and webhooks shared by several
@@ -147,8 +140,8 @@ pub async fn load_claimed(pool: &SqlitePool, ids: &[String]) -> StoreResult<Vec<
 ///
 /// Health and latency are folded per webhook and written once per batch: a busy webhook's outcomes
 /// cost one row update each, not three.
-pub async fn record(
-    conn: &mut SqliteConnection,
+pub fn record(
+    conn: &Connection,
     node: String,
     outcomes: Vec<Outcome>,
     policy: HealthPolicy,
@@ -165,8 +158,7 @@ pub async fn record(
         return Ok(());
     }
 
-    // One statement moves every delivery of the batch on, one stores every attempt: each statement
-    // is a round trip to SQLite's worker thread, so per-outcome statements would dominate.
+    // One statement moves every delivery of the batch on, one stores every attempt.
     type MoveRow<'a> = (&'a str, &'a str, Option<i64>, Option<u16>, Option<&'a str>);
     let moves: Vec<MoveRow> = outcomes
         .iter()
@@ -186,34 +178,26 @@ pub async fn record(
         })
         .collect();
     let moves = to_json(&moves)?;
-    // The deliveries this node still holds, read first and folded into one JSON value: rows
-    // returned by `UPDATE … RETURNING` would come back from SQLite's thread one at a time.
-    let held: String = sqlx::query_scalar(
+    // The deliveries this node still holds, read first and folded into one JSON value.
+    let held: String = query_value(
+        conn,
         "SELECT json_group_array(json_array(d.id, d.attempts + 1, d.workspace_id, d.event_id, d.event_type))
          FROM jsonb_each(?1) j JOIN deliveries d ON d.id = j.value->>0
          WHERE d.claimed_by = ?2",
-    )
-    .bind(&moves)
-    .bind(&node)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(map_err)?;
+        params![moves, node],
+    )?;
     // A retry of a webhook paused or disabled meanwhile is held (no due time) like its other
     // waiting deliveries, until it is resumed or enabled.
-    sqlx::query(
+    execute(
+        conn,
         "UPDATE deliveries SET status = j.value->>1, attempts = attempts + 1, claimed_by = NULL,
              next_attempt_at = CASE WHEN EXISTS (SELECT 1 FROM webhooks w WHERE w.id = deliveries.webhook_id AND w.state = 'active')
                                     THEN j.value->>2 END,
              last_status_code = j.value->>3, last_error_kind = j.value->>4, updated_at = ?2
          FROM jsonb_each(?1) j
          WHERE deliveries.id = j.value->>0 AND deliveries.claimed_by = ?3",
-    )
-    .bind(&moves)
-    .bind(now)
-    .bind(&node)
-    .execute(&mut *conn)
-    .await
-    .map_err(map_err)?;
+        params![moves, now, node],
+    )?;
     /// A recorded delivery: its attempt number, workspace, event and event type.
     type Moved = (String, i64, String, String, String);
     let moved: HashMap<String, Moved> = from_json::<Vec<Moved>>(&held)?
@@ -283,8 +267,7 @@ pub async fn record(
                         "last_error_kind": attempt.error_kind.map(|k| k.as_str()),
                         "reason": reason,
                     });
-                    enqueue_notification(&mut *conn, "tidings.delivery.failed", &payload, now)
-                        .await?;
+                    enqueue_notification(conn, "tidings.delivery.failed", &payload, now)?;
                 }
                 HealthStep::Failure {
                     started_at: attempt.started_at,
@@ -299,44 +282,29 @@ pub async fn record(
             .push(step);
     }
     if !attempts.is_empty() {
-        sqlx::query(
+        execute(
+            conn,
             "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error_kind, error_message,
                                    response_excerpt, request_headers, response_headers)
              SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7,
                     CAST(substr(?2, value->>'$[8][0]', value->>'$[8][1]') AS TEXT),
                     CAST(substr(?2, value->>'$[9][0]', value->>'$[9][1]') AS TEXT)
              FROM jsonb_each(?1)",
-        )
-        .bind(to_json(&attempts)?)
-        .bind(headers.into_blob())
-        .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
+            params![to_json(&attempts)?, headers.into_blob()],
+        )?;
     }
 
     for ((webhook_id, hour, bucket), attempts) in latency {
-        sqlx::query(
+        execute(
+            conn,
             "INSERT INTO attempt_latency (webhook_id, hour, bucket, attempts) VALUES (?, ?, ?, ?)
              ON CONFLICT (webhook_id, hour, bucket) DO UPDATE SET attempts = attempts + excluded.attempts",
-        )
-        .bind(webhook_id)
-        .bind(hour)
-        .bind(bucket)
-        .bind(attempts)
-        .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
+            params![webhook_id, hour, bucket, attempts],
+        )?;
     }
     for (webhook_id, steps) in health {
-        if let Some(reason) = apply_health(&mut *conn, &webhook_id, &steps, &policy, now).await? {
-            disable_webhook(
-                &mut *conn,
-                &webhook_id,
-                &reason,
-                now,
-                policy.notify_operator,
-            )
-            .await?;
+        if let Some(reason) = apply_health(conn, &webhook_id, &steps, &policy, now)? {
+            disable_webhook(conn, &webhook_id, &reason, now, policy.notify_operator)?;
         }
     }
     Ok(())
@@ -355,25 +323,27 @@ enum HealthStep {
 
 /// Folds a batch's attempts (in order) into a webhook's health with one read and one write; returns
 /// why the webhook is to be disabled, if it is.
-async fn apply_health(
-    conn: &mut SqliteConnection,
+fn apply_health(
+    conn: &Connection,
     webhook_id: &str,
     steps: &[HealthStep],
     policy: &HealthPolicy,
     now: UnixMillis,
 ) -> StoreResult<Option<String>> {
-    let Some(row) =
-        sqlx::query("SELECT failing_since, failures_since_success FROM webhooks WHERE id = ?")
-            .bind(webhook_id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(map_err)?
-    else {
-        // Deleted while its attempts ran.
+    let health = conn
+        .prepare_cached("SELECT failing_since, failures_since_success FROM webhooks WHERE id = ?")
+        .and_then(|mut statement| {
+            statement
+                .query_row([webhook_id], |row| {
+                    Ok((row.get::<_, Option<i64>>(0)?, row.get::<_, i64>(1)?))
+                })
+                .optional()
+        })
+        .map_err(map_sql)?;
+    // None: deleted while its attempts ran.
+    let Some((mut failing_since, mut failures)) = health else {
         return Ok(None);
     };
-    let mut failing_since: Option<i64> = row.try_get("failing_since").map_err(map_err)?;
-    let mut failures: i64 = row.try_get("failures_since_success").map_err(map_err)?;
     let mut succeeded = false;
     let mut last_failure: Option<&str> = None;
     let mut disable = None;
@@ -407,22 +377,22 @@ async fn apply_health(
             }
         }
     }
-    sqlx::query(
+    execute(
+        conn,
         "UPDATE webhooks SET failing_since = ?1, failures_since_success = ?2,
              last_success_at = CASE WHEN ?3 THEN ?4 ELSE last_success_at END,
              last_failure_at = CASE WHEN ?5 IS NOT NULL THEN ?4 ELSE last_failure_at END,
              last_failure_reason = COALESCE(?5, last_failure_reason)
          WHERE id = ?6",
-    )
-    .bind(failing_since)
-    .bind(failures)
-    .bind(succeeded)
-    .bind(now)
-    .bind(last_failure)
-    .bind(webhook_id)
-    .execute(&mut *conn)
-    .await
-    .map_err(map_err)?;
+        params![
+            failing_since,
+            failures,
+            succeeded,
+            now,
+            last_failure,
+            webhook_id
+        ],
+    )?;
     Ok(disable)
 }
 
@@ -440,97 +410,96 @@ fn failure_reason(attempt: &AttemptRecord) -> String {
     }
 }
 
-pub async fn insert_attempt(
-    conn: &mut SqliteConnection,
+pub fn insert_attempt(
+    conn: &Connection,
     delivery_id: &str,
     number: i64,
     attempt: &AttemptRecord,
 ) -> StoreResult<()> {
-    sqlx::query(
+    execute(
+        conn,
         "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error_kind, error_message,
                                response_excerpt, request_headers, response_headers)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(delivery_id)
-    .bind(number)
-    .bind(attempt.started_at)
-    .bind(attempt.duration_ms)
-    .bind(attempt.status_code.map(i64::from))
-    .bind(attempt.error_kind.map(|k| k.as_str()))
-    .bind(&attempt.error_message)
-    .bind(&attempt.response_excerpt)
-    .bind(serde_json::to_string(&attempt.request_headers).unwrap_or_default())
-    .bind(serde_json::to_string(&attempt.response_headers).unwrap_or_default())
-    .execute(&mut *conn)
-    .await
-    .map_err(map_err)?;
+        params![
+            delivery_id,
+            number,
+            attempt.started_at,
+            attempt.duration_ms,
+            attempt.status_code,
+            attempt.error_kind.map(|k| k.as_str()),
+            attempt.error_message,
+            attempt.response_excerpt,
+            to_json(&attempt.request_headers)?,
+            to_json(&attempt.response_headers)?,
+        ],
+    )?;
     Ok(())
 }
 
 /// Disables a webhook (if it is not already), keeps what was waiting for it as skipped, and tells
 /// the operator when asked to.
-async fn disable_webhook(
-    conn: &mut SqliteConnection,
+fn disable_webhook(
+    conn: &Connection,
     webhook_id: &str,
     reason: &str,
     now: UnixMillis,
     notify: bool,
 ) -> StoreResult<()> {
-    let disabled = sqlx::query(
-        "UPDATE webhooks SET state = 'disabled', disabled_reason = ?, updated_at = ?
-         WHERE id = ? AND state != 'disabled'
-         RETURNING workspace_id, spec",
-    )
-    .bind(reason)
-    .bind(now)
-    .bind(webhook_id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(map_err)?;
-    sqlx::query(
+    let disabled = conn
+        .prepare_cached(
+            "UPDATE webhooks SET state = 'disabled', disabled_reason = ?, updated_at = ?
+             WHERE id = ? AND state != 'disabled'
+             RETURNING workspace_id, spec",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![reason, now, webhook_id], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })
+                .optional()
+        })
+        .map_err(map_sql)?;
+    execute(
+        conn,
         "UPDATE deliveries SET status = 'skipped', next_attempt_at = NULL, updated_at = ?
          WHERE webhook_id = ? AND status = 'pending' AND claimed_by IS NULL",
-    )
-    .bind(now)
-    .bind(webhook_id)
-    .execute(&mut *conn)
-    .await
-    .map_err(map_err)?;
-    if let (Some(row), true) = (disabled, notify) {
-        let spec: String = row.try_get("spec").map_err(map_err)?;
+        params![now, webhook_id],
+    )?;
+    if let (Some((workspace_id, spec)), true) = (disabled, notify) {
         let url = serde_json::from_str::<serde_json::Value>(&spec)
             .ok()
             .and_then(|s| s["url"].as_str().map(str::to_owned));
         let payload = serde_json::json!({
-            "workspace_id": row.try_get::<String, _>("workspace_id").map_err(map_err)?,
+            "workspace_id": workspace_id,
             "webhook_id": webhook_id,
             "url": url,
             "reason": reason,
             "disabled_at": tidings_core::format_rfc3339(now),
         });
-        enqueue_notification(conn, "tidings.webhook.disabled", &payload, now).await?;
+        enqueue_notification(conn, "tidings.webhook.disabled", &payload, now)?;
     }
     Ok(())
 }
 
-async fn enqueue_notification(
-    conn: &mut SqliteConnection,
+fn enqueue_notification(
+    conn: &Connection,
     event_type: &str,
     payload: &serde_json::Value,
     now: UnixMillis,
 ) -> StoreResult<()> {
-    sqlx::query(
+    execute(
+        conn,
         "INSERT INTO notifications (id, event_type, payload, attempts, next_attempt_at, created_at)
          VALUES (?, ?, ?, 0, ?, ?)",
-    )
-    .bind(new_id(IdKind::Event))
-    .bind(event_type)
-    .bind(payload.to_string())
-    .bind(now)
-    .bind(now)
-    .execute(conn)
-    .await
-    .map_err(map_err)?;
+        params![
+            new_id(IdKind::Event),
+            event_type,
+            payload.to_string(),
+            now,
+            now
+        ],
+    )?;
     Ok(())
 }
 

@@ -2,34 +2,32 @@
 
 use std::collections::HashSet;
 
-use sqlx::{SqliteConnection, SqlitePool};
+use rusqlite::{Connection, OptionalExtension, params};
+use sqlx::SqlitePool;
 use tidings_store::*;
 
 use tidings_core::now_millis;
 
 use crate::bind::{Packed, from_json, to_json};
-use crate::{dispatch, map_err, rows};
+use crate::rows::{execute, query_value};
+use crate::{dispatch, map_err, map_sql, rows};
 
 /// Inserts events and deliveries inside the writer's transaction.
 ///
 /// Events without an idempotency key (the common case) go in with two statements for the whole
-/// job, whatever its size: each statement is a round trip to SQLite's worker thread, and those
-/// round trips, not SQLite itself, are what publishing costs.
-pub async fn insert(
-    conn: &mut SqliteConnection,
-    events: Vec<NewEvent>,
-) -> StoreResult<Vec<Published>> {
+/// job, whatever its size.
+pub fn insert(conn: &Connection, events: Vec<NewEvent>) -> StoreResult<Vec<Published>> {
     let mut published: Vec<Option<Published>> = vec![None; events.len()];
     let mut plain = Vec::with_capacity(events.len());
     for (index, event) in events.into_iter().enumerate() {
         if event.idempotency_key.is_some() {
-            published[index] = Some(insert_keyed(&mut *conn, event).await?);
+            published[index] = Some(insert_keyed(conn, event)?);
         } else {
             plain.push((index, event));
         }
     }
     if !plain.is_empty() {
-        for (index, result) in insert_plain(&mut *conn, plain).await? {
+        for (index, result) in insert_plain(conn, plain)? {
             published[index] = Some(result);
         }
     }
@@ -37,43 +35,43 @@ pub async fn insert(
 }
 
 /// An event with an idempotency key: the first one within the key's window wins.
-async fn insert_keyed(conn: &mut SqliteConnection, event: NewEvent) -> StoreResult<Published> {
+fn insert_keyed(conn: &Connection, event: NewEvent) -> StoreResult<Published> {
     if let Some(key) = &event.idempotency_key {
-        let earlier: Option<String> = sqlx::query_scalar(
-            "SELECT event_id FROM idempotency_keys WHERE workspace_id = ? AND idempotency_key = ? AND expires_at > ?",
-        )
-        .bind(&event.workspace_id)
-        .bind(key)
-        .bind(event.received_at)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(map_err)?;
+        let earlier: Option<String> = conn
+            .prepare_cached(
+                "SELECT event_id FROM idempotency_keys WHERE workspace_id = ? AND idempotency_key = ? AND expires_at > ?",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row(params![event.workspace_id, key, event.received_at], |row| {
+                        row.get(0)
+                    })
+                    .optional()
+            })
+            .map_err(map_sql)?;
         if let Some(event_id) = earlier {
-            let delivery_ids =
-                sqlx::query_scalar("SELECT id FROM deliveries WHERE event_id = ? ORDER BY id")
-                    .bind(&event_id)
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(map_err)?;
+            let delivery_ids = conn
+                .prepare_cached("SELECT id FROM deliveries WHERE event_id = ? ORDER BY id")
+                .and_then(|mut statement| {
+                    statement
+                        .query_map([&event_id], |row| row.get(0))?
+                        .collect::<Result<Vec<String>, _>>()
+                })
+                .map_err(map_sql)?;
             return Ok(Published {
                 event_id,
                 delivery_ids,
                 duplicate: true,
             });
         }
-        sqlx::query(
+        execute(
+            conn,
             "INSERT INTO idempotency_keys (workspace_id, idempotency_key, event_id, expires_at) VALUES (?, ?, ?, ?)
              ON CONFLICT (workspace_id, idempotency_key) DO UPDATE SET event_id = excluded.event_id, expires_at = excluded.expires_at",
-        )
-        .bind(&event.workspace_id)
-        .bind(key)
-        .bind(&event.id)
-        .bind(event.idempotency_until)
-        .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
+            params![event.workspace_id, key, event.id, event.idempotency_until],
+        )?;
     }
-    let mut done = insert_plain(conn, vec![(0, event)]).await?;
+    let mut done = insert_plain(conn, vec![(0, event)])?;
     done.pop()
         .map(|(_, published)| published)
         .ok_or_else(|| StoreError::Internal("an inserted event went missing".into()))
@@ -81,8 +79,8 @@ async fn insert_keyed(conn: &mut SqliteConnection, event: NewEvent) -> StoreResu
 
 /// Inserts events and their deliveries with one statement each for the whole list; returns what
 /// each (index, event) published.
-async fn insert_plain(
-    conn: &mut SqliteConnection,
+fn insert_plain(
+    conn: &Connection,
     events: Vec<(usize, NewEvent)>,
 ) -> StoreResult<Vec<(usize, Published)>> {
     // Bodies go in `Packed`, not in the JSON rows.
@@ -121,19 +119,16 @@ async fn insert_plain(
             )
         })
         .collect();
-    sqlx::query(
+    execute(
+        conn,
         "INSERT INTO events (id, workspace_id, event_type, occurred_at, received_at, data, campaign_id, client_id,
                  agent_id, category_id, idempotency_key)
          SELECT value->>0, value->>1, value->>2, value->>3, value->>4,
                 CAST(substr(?2, value->>5, value->>6) AS TEXT), value->>7, value->>8,
                 value->>9, value->>10, value->>11
          FROM jsonb_each(?1)",
-    )
-    .bind(to_json(&rows)?)
-    .bind(bodies.into_blob())
-    .execute(&mut *conn)
-    .await
-    .map_err(map_err)?;
+        params![to_json(&rows)?, bodies.into_blob()],
+    )?;
 
     type DeliveryRow<'a> = (
         &'a str,
@@ -169,7 +164,8 @@ async fn insert_plain(
         // (fan-out's view may be a few seconds old) gets a skipped delivery, never a pending one;
         // a paused one's delivery is held: pending with no due time, out of the claim's way.
         let deliveries_json = to_json(&deliveries)?;
-        let done = sqlx::query(
+        let done = execute(
+            conn,
             "INSERT INTO deliveries (id, workspace_id, event_id, webhook_id, event_type, status, next_attempt_at,
                                      created_at, updated_at)
              SELECT j.value->>0, j.value->>1, j.value->>2, j.value->>3, j.value->>4,
@@ -177,23 +173,18 @@ async fn insert_plain(
                     CASE WHEN w.state = 'active' THEN j.value->>6 ELSE NULL END,
                     j.value->>7, j.value->>7
              FROM jsonb_each(?) j JOIN webhooks w ON w.id = j.value->>3",
-        )
-        .bind(&deliveries_json)
-        .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
-        // Rows coming back cross to SQLite's thread one by one, so which deliveries went in is
-        // asked only when some did not (their webhook was deleted meanwhile).
-        if done.rows_affected() == deliveries.len() as u64 {
+            [&deliveries_json],
+        )?;
+        // Which deliveries went in is asked only when some did not (their webhook was deleted
+        // meanwhile).
+        if done == deliveries.len() {
             None
         } else {
-            let ids: String = sqlx::query_scalar(
+            let ids: String = query_value(
+                conn,
                 "SELECT json_group_array(d.id) FROM jsonb_each(?) j JOIN deliveries d ON d.id = j.value->>0",
-            )
-            .bind(&deliveries_json)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(map_err)?;
+                [&deliveries_json],
+            )?;
             Some(from_json::<Vec<String>>(&ids)?.into_iter().collect())
         }
     };
@@ -218,60 +209,56 @@ async fn insert_plain(
         .collect())
 }
 
-async fn insert_event(conn: &mut SqliteConnection, event: &NewEvent) -> StoreResult<()> {
-    sqlx::query(
+fn insert_event(conn: &Connection, event: &NewEvent) -> StoreResult<()> {
+    execute(
+        conn,
         "INSERT INTO events (id, workspace_id, event_type, occurred_at, received_at, data, campaign_id, client_id,
                  agent_id, category_id, idempotency_key)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&event.id)
-    .bind(&event.workspace_id)
-    .bind(&event.event_type)
-    .bind(event.occurred_at)
-    .bind(event.received_at)
-    .bind(&event.data)
-    .bind(&event.scope.campaign_id)
-    .bind(&event.scope.client_id)
-    .bind(&event.scope.agent_id)
-    .bind(&event.scope.category_id)
-    .bind(&event.idempotency_key)
-    .execute(&mut *conn)
-    .await
-    .map_err(map_err)?;
+        params![
+            event.id,
+            event.workspace_id,
+            event.event_type,
+            event.occurred_at,
+            event.received_at,
+            event.data,
+            event.scope.campaign_id,
+            event.scope.client_id,
+            event.scope.agent_id,
+            event.scope.category_id,
+            event.idempotency_key,
+        ],
+    )?;
     Ok(())
 }
 
 /// Stores a test send in one go: the event, its finished test delivery and the attempt.
-pub async fn insert_test_send(
-    conn: &mut SqliteConnection,
-    event: NewEvent,
-    outcome: Outcome,
-) -> StoreResult<()> {
-    insert_event(&mut *conn, &event).await?;
+pub fn insert_test_send(conn: &Connection, event: NewEvent, outcome: Outcome) -> StoreResult<()> {
+    insert_event(conn, &event)?;
     let status = match outcome.next {
         NextState::Delivered => "delivered",
         NextState::Failed | NextState::RetryAt(_) => "failed",
     };
     let attempt = &outcome.attempt;
-    sqlx::query(
+    execute(
+        conn,
         "INSERT INTO deliveries (id, workspace_id, event_id, webhook_id, event_type, status, attempts, next_attempt_at,
                                  last_status_code, last_error_kind, is_test, created_at, updated_at)
          VALUES (?, ?, ?, ?, ?, ?, 1, NULL, ?, ?, 1, ?, ?)",
-    )
-    .bind(&outcome.delivery_id)
-    .bind(&event.workspace_id)
-    .bind(&event.id)
-    .bind(&outcome.webhook_id)
-    .bind(&event.event_type)
-    .bind(status)
-    .bind(attempt.status_code.map(i64::from))
-    .bind(attempt.error_kind.map(|k| k.as_str()))
-    .bind(event.received_at)
-    .bind(now_millis())
-    .execute(&mut *conn)
-    .await
-    .map_err(map_err)?;
-    dispatch::insert_attempt(conn, &outcome.delivery_id, 1, attempt).await
+        params![
+            outcome.delivery_id,
+            event.workspace_id,
+            event.id,
+            outcome.webhook_id,
+            event.event_type,
+            status,
+            attempt.status_code,
+            attempt.error_kind.map(|k| k.as_str()),
+            event.received_at,
+            now_millis(),
+        ],
+    )?;
+    dispatch::insert_attempt(conn, &outcome.delivery_id, 1, attempt)
 }
 
 pub async fn get_event(pool: &SqlitePool, workspace_id: &str, id: &str) -> StoreResult<Event> {

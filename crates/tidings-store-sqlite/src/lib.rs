@@ -1,8 +1,9 @@
-//! The embedded SQLite store: one file in WAL mode, one writer connection, a pool of readers.
+//! The embedded SQLite store: one file in WAL mode, two writing connections, a pool of readers.
 //!
-//! The hot path (publish, claim, record) goes through one writer task that commits whatever has
-//! queued up in a single transaction (group commit), so many concurrent publishes share one fsync.
-//! Other writes take the same writer connection directly; reads never wait for writes.
+//! The hot path (publish, claim, record) goes through one writer thread, with a connection of its
+//! own, that commits whatever has queued up in a single transaction (group commit), so many
+//! concurrent publishes share one fsync. Other writes take a second connection; reads never wait
+//! for writes.
 
 mod bind;
 mod catalog;
@@ -28,7 +29,7 @@ use tidings_core::catalog::EventTypeDef;
 use tidings_store::*;
 use tokio::sync::Notify;
 
-pub(crate) use rows::map_err;
+pub(crate) use rows::{map_err, map_sql};
 
 /// The SQLite-backed store.
 pub struct SqliteStore {
@@ -102,7 +103,6 @@ impl SqliteStore {
         let work = Arc::new(Notify::new());
         let changes = writer::Changes::default();
         let jobs = writer::spawn(
-            writer.clone(),
             &database,
             work.clone(),
             changes.clone(),

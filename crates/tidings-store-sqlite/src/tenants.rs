@@ -68,7 +68,7 @@ pub async fn update_workspace(pool: &SqlitePool, ws: &Workspace) -> StoreResult<
 }
 
 pub async fn delete_workspace(pool: &SqlitePool, id: &str) -> StoreResult<()> {
-    let mut tx = pool.begin().await.map_err(map_err)?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
     // Deliveries carry the workspace but reference it only through events and webhooks.
     sqlx::query("DELETE FROM deliveries WHERE workspace_id = ?")
         .bind(id)
@@ -204,7 +204,7 @@ pub async fn list_webhooks(
 }
 
 pub async fn update_webhook(pool: &SqlitePool, webhook: &Webhook) -> StoreResult<()> {
-    let mut tx = pool.begin().await.map_err(map_err)?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
     let before: Option<String> =
         sqlx::query_scalar("SELECT state FROM webhooks WHERE id = ? AND workspace_id = ?")
             .bind(&webhook.id)
@@ -289,7 +289,7 @@ pub async fn enable_webhook(
     id: &str,
     at: UnixMillis,
 ) -> StoreResult<()> {
-    let mut tx = pool.begin().await.map_err(map_err)?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
     let result = sqlx::query(
         "UPDATE webhooks SET state = 'active', disabled_reason = NULL, failing_since = NULL,
              failures_since_success = 0, updated_at = ?

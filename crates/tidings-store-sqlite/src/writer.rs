@@ -9,13 +9,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sqlx::SqlitePool;
+use rusqlite::{Connection, OpenFlags};
 use tidings_core::UnixMillis;
 use tidings_store::*;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::rows::execute;
 use crate::sync::{SyncState, Syncer};
-use crate::{dispatch, events, map_err};
+use crate::{dispatch, events};
 
 /// Most jobs folded into one transaction.
 const MAX_JOBS_PER_COMMIT: usize = 256;
@@ -169,16 +170,20 @@ impl Changes {
     }
 }
 
-/// Starts the writer on a thread of its own: every statement is a round trip to SQLite's worker
-/// thread, and on the shared runtime each answer waited its turn behind HTTP tasks, which made the
-/// one serial path of the process wait on all the others.
+/// Starts the writer on a thread of its own, with a connection of its own that runs SQLite on that
+/// thread: through sqlx, every statement was a round trip to SQLite's worker thread, and the one
+/// serial path of the process spent its time waiting for those switches. Other writes take the
+/// pool's connection; SQLite serializes the two, and their transactions begin `IMMEDIATE` so that
+/// one that reads first is never refused for a commit of the writer's in between.
 pub fn spawn(
-    pool: SqlitePool,
     database: &std::path::Path,
     work: Arc<Notify>,
     changes: Changes,
     synchronous_full: bool,
 ) -> StoreResult<JobSender> {
+    let unavailable = |e: &dyn std::fmt::Display| {
+        StoreError::Unavailable(format!("cannot start the storage writer: {e}"))
+    };
     let (sender, receiver) = mpsc::channel(4096);
     let syncer = if synchronous_full {
         Syncer::start(database, Reply::send)
@@ -189,45 +194,56 @@ pub fn spawn(
     } else {
         None
     };
+    let conn = Connection::open_with_flags(
+        database,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| unavailable(&e))?;
+    // The WAL's sync is the syncer's (or SQLite's, per commit, see `commit`); other writes use
+    // their own connection with every commit synced.
+    conn.execute_batch(
+        "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA temp_store = memory;
+         PRAGMA cache_size = -16000; PRAGMA synchronous = NORMAL",
+    )
+    .map_err(|e| unavailable(&e))?;
+    conn.set_prepared_statement_cache_capacity(64);
     let writer = Writer {
-        pool,
+        conn,
         changes,
         quiet: None,
         synchronous_full,
+        synced: false,
         syncer,
     };
     let sync = writer.syncer.as_ref().map(|syncer| syncer.state().clone());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| StoreError::Unavailable(format!("cannot start the storage writer: {e}")))?;
     std::thread::Builder::new()
         .name("tidings-writer".into())
-        .spawn(move || runtime.block_on(writer.run(receiver, work)))
-        .map_err(|e| StoreError::Unavailable(format!("cannot start the storage writer: {e}")))?;
+        .spawn(move || writer.run(receiver, &work))
+        .map_err(|e| unavailable(&e))?;
     Ok(JobSender { jobs: sender, sync })
 }
 
 struct Writer {
-    pool: SqlitePool,
+    conn: Connection,
     changes: Changes,
     quiet: Option<Quiet>,
-    /// Rows promised durable are synced to disk before the answer (`PRAGMA synchronous = FULL`
-    /// for other writes; see `commit`).
+    /// Rows promised durable are synced to disk before the answer.
     synchronous_full: bool,
+    /// Whether the connection's commits are synced (`synchronous = FULL`) now.
+    synced: bool,
     /// Syncs in the writer's place when the WAL could be opened.
     syncer: Option<Syncer<Reply>>,
 }
 
 impl Writer {
-    async fn run(mut self, mut receiver: mpsc::Receiver<Job>, work: Arc<Notify>) {
+    fn run(mut self, mut receiver: mpsc::Receiver<Job>, work: &Notify) {
         let mut jobs = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
-        while receiver.recv_many(&mut jobs, MAX_JOBS_PER_COMMIT).await > 0 {
+        while receiver.blocking_recv_many(&mut jobs, MAX_JOBS_PER_COMMIT) > 0 {
             // New events are due at once, and recorded outcomes free claims a full lane was waiting on.
             let wakes = jobs
                 .iter()
                 .any(|job| matches!(job, Job::Publish(..) | Job::Record(..)));
-            self.commit(std::mem::take(&mut jobs)).await;
+            self.commit(std::mem::take(&mut jobs));
             if wakes {
                 work.notify_one();
             }
@@ -253,11 +269,7 @@ impl Writer {
         }
     }
 
-    async fn claim(
-        &mut self,
-        tx: &mut sqlx::SqliteConnection,
-        claim: Claim,
-    ) -> StoreResult<Vec<String>> {
+    fn claim(&mut self, claim: Claim) -> StoreResult<Vec<String>> {
         let generation = self.changes.current();
         if self
             .quiet
@@ -268,13 +280,13 @@ impl Writer {
         }
         // A read, then one statement that writes: on error SQLite undoes that statement alone, so a
         // claim needs no savepoint of its own.
-        let ids = dispatch::claim(tx, &claim).await?;
+        let ids = dispatch::claim(&self.conn, &claim)?;
         if !ids.is_empty() || claim.exclude_webhooks.is_empty() {
             return Ok(ids);
         }
         // Nothing claimed may also mean lanes capped by unrecorded attempts: only an empty claim
         // with nothing due outside its exclusions is worth remembering.
-        let next = dispatch::next_due_outside(tx, &claim).await?;
+        let next = dispatch::next_due_outside(&self.conn, &claim)?;
         if next.is_none_or(|at| at > claim.now) {
             self.quiet = Some(Quiet {
                 until: next
@@ -290,60 +302,31 @@ impl Writer {
 
     /// Runs the jobs in one transaction, then answers them.
     ///
-    /// Only publishes and test sends promise their caller durable rows. A commit of claims and
-    /// outcomes alone skips the sync to disk: a process crash loses nothing (the WAL is written),
-    /// and what power loss takes back is a claim or a record, so the delivery is sent again, as
-    /// at-least-once allows. The next sync flushes those pages with its own.
-    ///
-    /// With a syncer, no commit waits for the disk: durable answers wait in the syncer instead.
-    async fn commit(&mut self, jobs: Vec<Job>) {
-        let mut conn = match self.pool.acquire().await {
-            Ok(conn) => conn,
-            Err(error) => return fail_all(jobs.into_iter(), &error.to_string()),
-        };
-        let unsynced = self.synchronous_full
-            && (self.syncer.is_some()
-                || !jobs
-                    .iter()
-                    .any(|job| matches!(job, Job::Publish(..) | Job::TestSend(..))));
-        // The mode can only change outside a transaction, so it goes with the `BEGIN`; a synced
-        // commit sets it too, in case an unsynced one failed before putting it back.
-        let begin = match (self.synchronous_full, unsynced) {
-            (true, true) => "PRAGMA synchronous = NORMAL; BEGIN",
-            (true, false) => "PRAGMA synchronous = FULL; BEGIN",
-            (false, _) => "BEGIN",
-        };
-        if !self.run_jobs(&mut conn, begin, jobs).await {
-            // Its mode is unknown: other writes must not run on it unsynced.
-            conn.close_on_drop();
-            return;
-        }
-        // Other writes share this connection and expect every commit synced.
-        if unsynced
-            && let Err(error) = sqlx::query("PRAGMA synchronous = FULL")
-                .execute(&mut *conn)
-                .await
-        {
-            tracing::error!(%error, "restoring synced commits failed; the connection is closed");
-            conn.close_on_drop();
-        }
-    }
-
-    /// Runs the jobs in one transaction begun with `begin`, commits, then answers them; false when
-    /// the transaction could not begin.
-    async fn run_jobs(
-        &mut self,
-        conn: &mut sqlx::SqliteConnection,
-        begin: &'static str,
-        jobs: Vec<Job>,
-    ) -> bool {
-        let mut tx = match sqlx::Connection::begin_with(conn, begin).await {
-            Ok(tx) => tx,
-            Err(error) => {
-                fail_all(jobs.into_iter(), &error.to_string());
-                return false;
+    /// Only publishes and test sends promise their caller durable rows. With a syncer, no commit
+    /// waits for the disk: durable answers wait in the syncer instead. Without one, a commit that
+    /// holds such rows is synced by SQLite, and one of claims and outcomes alone is not: a process
+    /// crash loses nothing (the WAL is written), and what power loss takes back is a claim or a
+    /// record, so the delivery is sent again, as at-least-once allows.
+    fn commit(&mut self, jobs: Vec<Job>) {
+        let synced = self.synchronous_full
+            && self.syncer.is_none()
+            && jobs
+                .iter()
+                .any(|job| matches!(job, Job::Publish(..) | Job::TestSend(..)));
+        if synced != self.synced {
+            let mode = if synced {
+                "PRAGMA synchronous = FULL"
+            } else {
+                "PRAGMA synchronous = NORMAL"
+            };
+            if let Err(error) = self.conn.execute_batch(mode) {
+                return fail_all(jobs.into_iter(), &error.to_string());
             }
-        };
+            self.synced = synced;
+        }
+        if let Err(error) = run(&self.conn, "BEGIN IMMEDIATE") {
+            return fail_all(jobs.into_iter(), &error.to_string());
+        }
         // Once a sync failed, rows promised durable are refused before they are written: an answer
         // could not be trusted, and the caller, told of the failure, would send them again.
         let refused = self
@@ -351,7 +334,7 @@ impl Writer {
             .as_ref()
             .and_then(|syncer| syncer.state().broken())
             .map(str::to_owned);
-        let mut replies = Vec::new();
+        let mut replies = Vec::with_capacity(jobs.len());
         for job in jobs {
             self.notice(&job);
             let reply = match job {
@@ -361,33 +344,31 @@ impl Writer {
                 Job::TestSend(_, to) if let Some(why) = &refused => {
                     Reply::Durable(to, Err(StoreError::Unavailable(why.clone())))
                 }
-                Job::Publish(events, to) => Reply::Publish(
-                    to,
-                    in_savepoint(&mut tx, |c| Box::pin(events::insert(c, events))).await,
-                ),
-                Job::Claim(claim, to) => Reply::Claim(to, self.claim(&mut tx, claim).await),
+                Job::Publish(events, to) => {
+                    Reply::Publish(to, in_savepoint(&self.conn, |c| events::insert(c, events)))
+                }
+                Job::Claim(claim, to) => Reply::Claim(to, self.claim(claim)),
                 Job::Record(node, outcomes, policy, to) => Reply::Record(
                     to,
-                    in_savepoint(&mut tx, |c| {
-                        Box::pin(dispatch::record(c, node, outcomes, policy))
-                    })
-                    .await,
+                    in_savepoint(&self.conn, |c| dispatch::record(c, node, outcomes, policy)),
                 ),
                 Job::TestSend(send, to) => {
                     let (event, outcome) = *send;
                     Reply::Durable(
                         to,
-                        in_savepoint(&mut tx, |c| {
-                            Box::pin(events::insert_test_send(c, event, outcome))
-                        })
-                        .await,
+                        in_savepoint(&self.conn, |c| events::insert_test_send(c, event, outcome)),
                     )
                 }
             };
             replies.push(reply);
         }
-        let commit_error = tx.commit().await.err().map(|e| {
+        let commit_error = run(&self.conn, "COMMIT").err().map(|e| {
             tracing::error!(error = %e, "storage commit failed");
+            if !self.conn.is_autocommit()
+                && let Err(rollback) = run(&self.conn, "ROLLBACK")
+            {
+                tracing::error!(error = %rollback, "rolling back a failed commit failed");
+            }
             e.to_string()
         });
         if commit_error.is_some() {
@@ -413,8 +394,12 @@ impl Writer {
                 }
             }
         }
-        true
     }
+}
+
+/// Runs a statement without parameters or rows, kept prepared.
+fn run(conn: &Connection, sql: &str) -> StoreResult<()> {
+    execute(conn, sql, []).map(drop)
 }
 
 /// Answers jobs that could not run with the storage error that stopped them.
@@ -430,20 +415,21 @@ fn fail_all(jobs: impl Iterator<Item = Job>, message: &str) {
     }
 }
 
-type JobFuture<'c, T> = std::pin::Pin<Box<dyn Future<Output = StoreResult<T>> + Send + 'c>>;
-
-async fn in_savepoint<T>(
-    tx: &mut sqlx::SqliteConnection,
-    job: impl for<'c> FnOnce(&'c mut sqlx::SqliteConnection) -> JobFuture<'c, T>,
+/// Runs one job in a savepoint of its own, so its failure undoes its writes alone.
+fn in_savepoint<T>(
+    conn: &Connection,
+    job: impl FnOnce(&Connection) -> StoreResult<T>,
 ) -> StoreResult<T> {
-    let mut savepoint = sqlx::Connection::begin(tx).await.map_err(map_err)?;
-    match job(&mut savepoint).await {
+    run(conn, "SAVEPOINT job")?;
+    match job(conn) {
         Ok(value) => {
-            savepoint.commit().await.map_err(map_err)?;
+            run(conn, "RELEASE job")?;
             Ok(value)
         }
         Err(error) => {
-            if let Err(rollback) = savepoint.rollback().await {
+            if let Err(rollback) =
+                run(conn, "ROLLBACK TO job").and_then(|()| run(conn, "RELEASE job"))
+            {
                 tracing::error!(error = %rollback, "rolling back a savepoint failed");
             }
             Err(error)
@@ -534,12 +520,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn commits_without_publishes_leave_the_connection_synced_for_other_writes() {
+    async fn other_writes_stay_synced_beside_the_unsynced_writer() {
         let dir = tempfile::tempdir().expect("a temp dir");
         let store = open(&dir).await;
         // 2 is FULL.
         assert_eq!(synchronous(&store).await, 2);
-        // A commit of a claim alone runs unsynced, then puts the mode back.
+        // The writer's commits of claims and outcomes run unsynced on its own connection.
         assert!(store.jobs.claim(claim()).await.expect("claim").is_empty());
         store
             .jobs
@@ -547,7 +533,7 @@ mod tests {
             .await
             .expect("record");
         assert_eq!(synchronous(&store).await, 2);
-        // So does one of a publish, whose sync is done off the writer.
+        // So do its publishes, synced off the writer.
         publish_one(&store).await;
         assert_eq!(synchronous(&store).await, 2);
     }

@@ -55,6 +55,7 @@ stories! {
         tenants::custom_event_types_put_replace_and_list,
         tenants::webhooks_round_trip_page_update_and_delete,
         tenants::enable_webhook_resets_health_and_state,
+        tenants::configuration_writes_go_through_while_publishes_stream,
         publish::publish_stores_event_and_deliveries_in_one_call,
         publish::publish_skips_deliveries_of_deleted_webhooks,
         publish::publish_with_idempotency_key_returns_the_first_event,

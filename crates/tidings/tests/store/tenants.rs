@@ -563,3 +563,56 @@ pub async fn enable_webhook_resets_health_and_state(backend: Backend) {
         "enable through another workspace",
     );
 }
+
+/// Configuration writes that read before they write (an update, an enable, a workspace's
+/// deletion) go through while the hot path commits without a pause; none is refused as busy.
+pub async fn configuration_writes_go_through_while_publishes_stream(backend: Backend) {
+    let store = backend.open().await;
+    let home = workspace(store.as_ref()).await;
+    let target = webhook(store.as_ref(), &home.id, WebhookState::Active).await;
+    let mut edited = target.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut publishers = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (store, stop, target) = (store.clone(), stop.clone(), target.clone());
+        let workspace = home.id.clone();
+        publishers.spawn(async move {
+            let mut published = 0;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let batch = (0..20)
+                    .map(|_| new_event(&workspace, "lead.created.v1", now(), &[&target]))
+                    .collect();
+                store.publish(batch).await.expect("publish a batch");
+                published += 20;
+            }
+            published
+        });
+    }
+    for round in 0..60 {
+        edited.spec.description = format!("edit {round}");
+        store
+            .update_webhook(&edited)
+            .await
+            .expect("update a webhook while publishes stream");
+        store
+            .enable_webhook(&home.id, &target.id, now())
+            .await
+            .expect("enable a webhook while publishes stream");
+        let other = workspace(store.as_ref()).await;
+        store
+            .delete_workspace(&other.id)
+            .await
+            .expect("delete a workspace while publishes stream");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let mut published = 0;
+    while let Some(done) = publishers.join_next().await {
+        published += done.expect("a publisher");
+    }
+    assert!(published > 0, "the publishes ran alongside");
+    let stored = store
+        .get_webhook(&home.id, &target.id)
+        .await
+        .expect("read the webhook");
+    assert_eq!(stored.spec.description, "edit 59");
+}
