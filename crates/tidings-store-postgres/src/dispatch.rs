@@ -296,6 +296,8 @@ async fn claim_once(pool: &PgPool, claim: &Claim) -> TxResult<Claimed> {
          WHERE id = ANY($3)
          RETURNING id, attempts, event_id, webhook_id",
     )
+    // Planned for each execution (see the record update in `record.rs`).
+    .persistent(false)
     .bind(&claim.node)
     .bind(claim.now + claim.lease_ms)
     .bind(&chosen)

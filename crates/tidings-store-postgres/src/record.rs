@@ -255,6 +255,13 @@ async fn update_deliveries<'a>(
          WHERE d.id = u.id AND d.id = mine.id AND d.claimed_by = $7
          RETURNING d.id, d.attempts, d.workspace_id, d.event_id, d.event_type",
     )
+    // Planned for each execution, as the claim's update is. A statement prepared on a connection
+    // gets one generic plan after a few executions, and keeps it until the table is analyzed
+    // again: made while the deliveries table was small (a new database, or one emptied by
+    // retention), it reads the whole table by the time it holds thousands of rows (10–30 ms per
+    // statement in the bench's latency phase, growing all through it). Planned with the ids at
+    // hand, it reads the primary key.
+    .persistent(false)
     .bind(now)
     .bind(&ids)
     .bind(&statuses)

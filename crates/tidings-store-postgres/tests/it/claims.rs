@@ -4,9 +4,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use std::time::Duration;
 use tidings_core::webhook::WebhookState;
 use tidings_store::*;
-use tidings_store_postgres::PostgresStore;
+
+use tidings_store_postgres::{PostgresOptions, PostgresStore};
 
 use crate::helpers::*;
 
@@ -460,4 +462,72 @@ async fn claims_and_records_racing_webhook_changes_and_deletes_never_deadlock() 
     .await
     .expect("read statistics");
     assert_eq!(deadlocks, 0);
+}
+
+/// Claims and recorded outcomes find their deliveries by key however much the table grew since
+/// their statements first ran on a connection. A statement prepared there settles on one generic
+/// plan after a few runs; made on a nearly empty table, that plan reads the whole table each time,
+/// until autovacuum's next ANALYZE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_and_records_read_by_key_after_the_table_grew() {
+    let url = tidings_testkit::postgres::fresh_database().await;
+    // One connection, so every run of a statement lands on the same one.
+    let store = PostgresStore::open(&PostgresOptions {
+        max_connections: 1,
+        ..options(&url)
+    })
+    .await
+    .expect("open the PostgreSQL store");
+    let ws = workspace(&store).await;
+    let hook = webhook(&store, &ws.id).await;
+    let look = inspect(&url).await;
+    let cycle = || async {
+        publish_many(&store, &hook, 1, now() - 1_000).await;
+        let claimed = store
+            .claim_due(&claim("node-a", now(), 10))
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 1, "the one due delivery is claimed");
+        let outcomes = claimed
+            .iter()
+            .map(|c| outcome(c, Some(200), NextState::Delivered))
+            .collect();
+        store
+            .record_outcomes("node-a", outcomes, &quiet_policy())
+            .await
+            .expect("record");
+    };
+    // Sequential scans of the deliveries table so far. A backend reports its counts when it goes
+    // idle at least a second after its last report: wait, then run a statement that does not read
+    // deliveries.
+    let seq_scans = || async {
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        store
+            .get_workspace(&ws.id)
+            .await
+            .expect("read the workspace");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sqlx::query_scalar::<_, i64>(
+            "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'deliveries'",
+        )
+        .fetch_one(&look)
+        .await
+        .expect("read the table's statistics")
+    };
+    // Well past the five runs after which a prepared statement may keep a generic plan, on a
+    // nearly empty table.
+    for _ in 0..10 {
+        cycle().await;
+    }
+    // Then the table grows by far more than those plans saw, with deliveries not due yet.
+    publish_many(&store, &hook, 20_000, now() + 86_400_000).await;
+    let before = seq_scans().await;
+    for _ in 0..5 {
+        cycle().await;
+    }
+    assert_eq!(
+        seq_scans().await,
+        before,
+        "a claim or a recorded outcome read the whole deliveries table"
+    );
 }
