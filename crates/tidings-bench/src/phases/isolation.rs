@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{Setup, for_each_concurrent, offered_load, quantile_ms, wait_for_requests};
+use super::{
+    Setup, flush_dirty_pages, for_each_concurrent, offered_load, quantile_ms, wait_for_requests,
+};
 use crate::Config;
 use crate::receiver::Receiver;
 use crate::report::Report;
@@ -122,6 +124,7 @@ async fn measure(
     label: &str,
     counts_as_healthy: impl Fn(u64) -> bool,
 ) -> anyhow::Result<f64> {
+    flush_dirty_pages().await?;
     let total =
         (f64::from(config.isolation_rate) * config.isolation_duration.as_secs_f64()).round() as u64;
     let bar = config.bar(total, "isolation");

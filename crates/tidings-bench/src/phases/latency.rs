@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::{Backend, Setup, offered_load, quantile_ms, wait_for_requests};
+use super::{Backend, Setup, flush_dirty_pages, offered_load, quantile_ms, wait_for_requests};
 use crate::Config;
 use crate::receiver::Receiver;
 use crate::report::Report;
@@ -25,6 +25,7 @@ pub async fn run(
         .await?;
     receiver.stats.set_secret(path, &webhook.secret);
 
+    flush_dirty_pages().await?;
     let rate = config.latency_rate;
     let total = (f64::from(rate) * config.latency_duration.as_secs_f64()).round() as u64;
     let bar = config.bar(total, "latency");

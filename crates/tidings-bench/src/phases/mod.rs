@@ -22,6 +22,18 @@ use crate::receiver::{Mode, Receiver, Stats};
 use crate::report::Report;
 use crate::tidings_process::TidingsProcess;
 
+/// Writes every dirty page on the machine to disk (`sync`) before a latency measurement. The kernel
+/// writes pages back some 30 s after they were dirtied, so what earlier phases (or a build) wrote
+/// would otherwise go to disk during the measurement, and every fsync there would wait behind it.
+pub async fn flush_dirty_pages() -> anyhow::Result<()> {
+    let status = tokio::process::Command::new("sync")
+        .status()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot run `sync`: {e}"))?;
+    anyhow::ensure!(status.success(), "`sync` failed: {status}");
+    Ok(())
+}
+
 pub async fn run_all(config: &Config, report: &mut Report) -> anyhow::Result<()> {
     let receiver = Receiver::start(0, Mode::Ok).await?;
 
