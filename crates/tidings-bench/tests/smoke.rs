@@ -17,6 +17,7 @@ const ROWS: &[&str] = &[
     "latency p50",
     "latency p99",
     "latency p999",
+    "latency warm-up max",
     "fan-out accepted",
     "fan-out all delivered",
     "isolation p99, all healthy",
