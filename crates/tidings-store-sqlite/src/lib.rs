@@ -76,6 +76,17 @@ impl SqliteStore {
             // stays flat however many deliveries are pending.
             .pragma("cache_size", "-16000");
         let database = connect.get_filename().to_owned();
+        // The writer opens the file itself; an in-memory database would be a second, empty one.
+        if database
+            .to_string_lossy()
+            .starts_with("file:sqlx-in-memory")
+            || options.url.contains("mode=memory")
+        {
+            return Err(StoreError::Unavailable(format!(
+                "`{}` is an in-memory SQLite database, which Tidings cannot use: give a file path",
+                options.url
+            )));
+        }
         // One connection for the life of the process: closing it could delete the WAL.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)

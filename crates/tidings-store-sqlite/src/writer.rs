@@ -539,6 +539,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_in_memory_database_is_refused() {
+        for url in ["sqlite::memory:", "sqlite://t.db?mode=memory"] {
+            let Err(error) = SqliteStore::open(&SqliteOptions {
+                url: url.into(),
+                synchronous_full: true,
+                readers: 1,
+            })
+            .await
+            else {
+                panic!("{url} was opened");
+            };
+            assert!(error.to_string().contains("in-memory"), "{error}");
+        }
+    }
+
+    #[tokio::test]
     async fn a_publish_is_answered_after_a_sync_and_a_claim_without_one() {
         let dir = tempfile::tempdir().expect("a temp dir");
         let store = open(&dir).await;
