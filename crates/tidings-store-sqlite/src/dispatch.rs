@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use sqlx::{Row, SqlitePool};
+use sqlx::SqlitePool;
 use tidings_core::ids::{IdKind, new_id};
 use tidings_core::stats;
 use tidings_core::{UnixMillis, now_millis};
@@ -16,8 +16,9 @@ use crate::{map_err, map_sql, rows};
 
 /// Claims due deliveries of active webhooks, no more per webhook than brings its live claims (less
 /// the claim's settled ones) to `per_webhook_claims`, or to `alone_claims` where no other node
-/// holds any; the claim's end becomes the delivery's due time.
-pub fn claim(conn: &Connection, claim: &Claim) -> StoreResult<Vec<String>> {
+/// holds any; the claim's end becomes the delivery's due time. Returns what the dispatcher needs
+/// of each, read on the writer's connection while the rows are at hand.
+pub fn claim(conn: &Connection, claim: &Claim) -> StoreResult<Vec<Claimed>> {
     // Chosen first, folded into one JSON array, then updated by that array.
     let chosen: String = query_value(
         conn,
@@ -51,9 +52,8 @@ pub fn claim(conn: &Connection, claim: &Claim) -> StoreResult<Vec<String>> {
             claim.alone_claims,
         ],
     )?;
-    let ids: Vec<String> = from_json(&chosen)?;
-    if ids.is_empty() {
-        return Ok(ids);
+    if chosen == "[]" {
+        return Ok(Vec::new());
     }
     execute(
         conn,
@@ -61,7 +61,55 @@ pub fn claim(conn: &Connection, claim: &Claim) -> StoreResult<Vec<String>> {
          WHERE id IN (SELECT value FROM json_each(?3))",
         params![claim.node, claim.now + claim.lease_ms, chosen],
     )?;
-    Ok(ids)
+    read_claimed(conn, &chosen)
+}
+
+/// A claimed delivery with its event, before its webhook is attached.
+pub struct Claimed {
+    delivery_id: String,
+    attempts: i64,
+    event_id: String,
+    webhook_id: String,
+    event_type: String,
+    occurred_at: UnixMillis,
+    data: Arc<str>,
+}
+
+/// Reads the claimed deliveries named in `chosen` (a JSON array of ids) with their events; an event
+/// shared by several deliveries is read once.
+fn read_claimed(conn: &Connection, chosen: &str) -> StoreResult<Vec<Claimed>> {
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT d.id, d.attempts, d.event_id, d.webhook_id, e.event_type, e.occurred_at,
+                    CASE WHEN d.event_id = LAG(d.event_id) OVER (ORDER BY d.event_id) THEN NULL ELSE e.data END
+             FROM deliveries d JOIN events e ON e.id = d.event_id
+             WHERE d.id IN (SELECT value FROM json_each(?))
+             ORDER BY d.event_id",
+        )
+        .map_err(map_sql)?;
+    let mut rows = statement.query([chosen]).map_err(map_sql)?;
+    let mut claimed: Vec<Claimed> = Vec::new();
+    while let Some(row) = rows.next().map_err(map_sql)? {
+        let data: Option<String> = row.get(6).map_err(map_sql)?;
+        let data = match (data, claimed.last()) {
+            (Some(data), _) => Arc::from(data),
+            // The same event as the row before.
+            (None, Some(previous)) => previous.data.clone(),
+            (None, None) => {
+                return Err(StoreError::Internal("a claimed event without data".into()));
+            }
+        };
+        claimed.push(Claimed {
+            delivery_id: row.get(0).map_err(map_sql)?,
+            attempts: row.get(1).map_err(map_sql)?,
+            event_id: row.get(2).map_err(map_sql)?,
+            webhook_id: row.get(3).map_err(map_sql)?,
+            event_type: row.get(4).map_err(map_sql)?,
+            occurred_at: row.get(5).map_err(map_sql)?,
+            data,
+        });
+    }
+    Ok(claimed)
 }
 
 /// When the first delivery of an active webhook outside the claim's exclusions is due (a claimed
@@ -79,60 +127,41 @@ pub fn next_due_outside(conn: &Connection, claim: &Claim) -> StoreResult<Option<
     .map_err(map_sql)
 }
 
-/// Reads what the dispatcher needs for claimed deliveries; events and webhooks shared by several
-/// deliveries are read and held once.
-pub async fn load_claimed(pool: &SqlitePool, ids: &[String]) -> StoreResult<Vec<ClaimedDelivery>> {
-    let rows = sqlx::query(
-        "SELECT d.id, d.attempts, d.event_id, d.webhook_id, e.event_type, e.occurred_at, e.data
-         FROM deliveries d JOIN events e ON e.id = d.event_id
-         WHERE d.id IN (SELECT value FROM json_each(?))",
-    )
-    .bind(to_json(ids)?)
-    .fetch_all(pool)
-    .await
-    .map_err(map_err)?;
-    let mut webhooks: HashMap<String, Arc<Webhook>> = HashMap::new();
-    let mut bodies: HashMap<String, Arc<str>> = HashMap::new();
-    let mut claimed = Vec::with_capacity(rows.len());
-    for row in rows {
-        let webhook_id: String = row.try_get("webhook_id").map_err(map_err)?;
-        let webhook = match webhooks.get(&webhook_id) {
+/// Attaches their webhooks to claimed deliveries; a webhook shared by several is read once.
+pub async fn with_webhooks(
+    pool: &SqlitePool,
+    claimed: Vec<Claimed>,
+) -> StoreResult<Vec<ClaimedDelivery>> {
+    let mut webhooks: HashMap<String, Option<Arc<Webhook>>> = HashMap::new();
+    let mut ready = Vec::with_capacity(claimed.len());
+    for row in claimed {
+        let webhook = match webhooks.get(&row.webhook_id) {
             Some(webhook) => webhook.clone(),
             None => {
                 let found = sqlx::query("SELECT * FROM webhooks WHERE id = ?")
-                    .bind(&webhook_id)
+                    .bind(&row.webhook_id)
                     .fetch_optional(pool)
                     .await
-                    .map_err(map_err)?;
-                // Deleted since the claim: its deliveries went with it.
-                let Some(found) = found else { continue };
-                let webhook = Arc::new(rows::webhook(&found)?);
-                webhooks.insert(webhook_id, webhook.clone());
-                webhook
+                    .map_err(map_err)?
+                    .map(|found| rows::webhook(&found).map(Arc::new))
+                    .transpose()?;
+                webhooks.insert(row.webhook_id.clone(), found.clone());
+                found
             }
         };
-        let event_id: String = row.try_get("event_id").map_err(map_err)?;
-        let data = match bodies.get(&event_id) {
-            Some(data) => data.clone(),
-            None => {
-                let data: String = row.try_get("data").map_err(map_err)?;
-                let data: Arc<str> = Arc::from(data);
-                bodies.insert(event_id.clone(), data.clone());
-                data
-            }
-        };
-        let attempts: i64 = row.try_get("attempts").map_err(map_err)?;
-        claimed.push(ClaimedDelivery {
-            delivery_id: row.try_get("id").map_err(map_err)?,
-            attempts: u32::try_from(attempts).unwrap_or(0),
-            event_id,
-            event_type: row.try_get("event_type").map_err(map_err)?,
-            occurred_at: row.try_get("occurred_at").map_err(map_err)?,
-            data,
+        // Deleted since the claim: its deliveries went with it.
+        let Some(webhook) = webhook else { continue };
+        ready.push(ClaimedDelivery {
+            delivery_id: row.delivery_id,
+            attempts: u32::try_from(row.attempts).unwrap_or(0),
+            event_id: row.event_id,
+            event_type: row.event_type,
+            occurred_at: row.occurred_at,
+            data: row.data,
             webhook,
         });
     }
-    Ok(claimed)
+    Ok(ready)
 }
 
 /// Records attempts and moves deliveries on, only where this node still holds the claim; keeps

@@ -219,11 +219,11 @@ impl Store for SqliteStore {
     }
 
     async fn claim_due(&self, claim: &Claim) -> StoreResult<Vec<ClaimedDelivery>> {
-        let ids = self.jobs.claim(claim.clone()).await?;
-        if ids.is_empty() {
+        let claimed = self.jobs.claim(claim.clone()).await?;
+        if claimed.is_empty() {
             return Ok(Vec::new());
         }
-        dispatch::load_claimed(&self.reader, &ids).await
+        dispatch::with_webhooks(&self.reader, claimed).await
     }
     async fn release(&self, node: &str, delivery_ids: &[String]) -> StoreResult<()> {
         dispatch::release(&self.writer, node, delivery_ids).await?;

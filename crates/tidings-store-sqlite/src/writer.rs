@@ -14,6 +14,7 @@ use tidings_core::UnixMillis;
 use tidings_store::*;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::dispatch::Claimed;
 use crate::rows::execute;
 use crate::sync::{SyncState, Syncer};
 use crate::{dispatch, events};
@@ -23,7 +24,7 @@ const MAX_JOBS_PER_COMMIT: usize = 256;
 
 enum Job {
     Publish(Vec<NewEvent>, oneshot::Sender<StoreResult<Vec<Published>>>),
-    Claim(Claim, oneshot::Sender<StoreResult<Vec<String>>>),
+    Claim(Claim, oneshot::Sender<StoreResult<Vec<Claimed>>>),
     Record(
         String,
         Vec<Outcome>,
@@ -39,8 +40,8 @@ enum Reply {
         StoreResult<Vec<Published>>,
     ),
     Claim(
-        oneshot::Sender<StoreResult<Vec<String>>>,
-        StoreResult<Vec<String>>,
+        oneshot::Sender<StoreResult<Vec<Claimed>>>,
+        StoreResult<Vec<Claimed>>,
     ),
     Record(oneshot::Sender<StoreResult<()>>, StoreResult<()>),
     /// A test send's answer.
@@ -96,7 +97,7 @@ impl JobSender {
         self.submit(|to| Job::Publish(events, to)).await
     }
 
-    pub async fn claim(&self, claim: Claim) -> StoreResult<Vec<String>> {
+    pub async fn claim(&self, claim: Claim) -> StoreResult<Vec<Claimed>> {
         self.submit(|to| Job::Claim(claim, to)).await
     }
 
@@ -269,7 +270,7 @@ impl Writer {
         }
     }
 
-    fn claim(&mut self, claim: Claim) -> StoreResult<Vec<String>> {
+    fn claim(&mut self, claim: Claim) -> StoreResult<Vec<Claimed>> {
         let generation = self.changes.current();
         if self
             .quiet
@@ -280,9 +281,9 @@ impl Writer {
         }
         // A read, then one statement that writes: on error SQLite undoes that statement alone, so a
         // claim needs no savepoint of its own.
-        let ids = dispatch::claim(&self.conn, &claim)?;
-        if !ids.is_empty() || claim.exclude_webhooks.is_empty() {
-            return Ok(ids);
+        let claimed = dispatch::claim(&self.conn, &claim)?;
+        if !claimed.is_empty() || claim.exclude_webhooks.is_empty() {
+            return Ok(claimed);
         }
         // Nothing claimed may also mean lanes capped by unrecorded attempts: only an empty claim
         // with nothing due outside its exclusions is worth remembering.
@@ -297,7 +298,7 @@ impl Writer {
                 generation,
             });
         }
-        Ok(ids)
+        Ok(claimed)
     }
 
     /// Runs the jobs in one transaction, then answers them.

@@ -549,3 +549,56 @@ pub async fn work_due_outside_full_lanes_is_claimed_at_once(backend: Backend) {
     assert!(ids_of(&drained).iter().all(|id| !fresh.contains(id)));
     assert!(backlog.iter().all(|id| ids_of(&drained).contains(id)));
 }
+
+/// Deliveries of several events claimed together each carry their own event's data, and those of
+/// one event share one copy of it.
+pub async fn deliveries_of_one_event_share_its_data_in_a_claim(backend: Backend) {
+    let store = backend.open().await;
+    let store = store.as_ref();
+    let home = workspace(store).await;
+    let mut hooks = Vec::new();
+    for _ in 0..3 {
+        hooks.push(webhook(store, &home.id, WebhookState::Active).await);
+    }
+    let received_at = now() - 1_000;
+    let mut first = new_event(
+        &home.id,
+        "lead.created.v1",
+        received_at,
+        &[&hooks[0], &hooks[1], &hooks[2]],
+    );
+    first.data = AWKWARD_DATA.to_owned();
+    let mut second = new_event(
+        &home.id,
+        "lead.created.v1",
+        received_at,
+        &[&hooks[0], &hooks[2]],
+    );
+    second.data = r#"{"lead_id":"l_2"}"#.to_owned();
+    publish(store, first.clone()).await;
+    publish(store, second.clone()).await;
+
+    let claimed = claim_due(store, &claim("node-a", now(), 10)).await;
+    assert_eq!(claimed.len(), 5, "every delivery of both events");
+    for (event, count) in [(&first, 3), (&second, 2)] {
+        let of_event: Vec<&ClaimedDelivery> =
+            claimed.iter().filter(|c| c.event_id == event.id).collect();
+        assert_eq!(of_event.len(), count);
+        for delivery in &of_event {
+            assert_eq!(
+                &*delivery.data, event.data,
+                "each delivery carries its event's data"
+            );
+            assert!(
+                std::sync::Arc::ptr_eq(&delivery.data, &of_event[0].data),
+                "deliveries of one event share one copy of its data"
+            );
+            assert!(
+                event
+                    .deliveries
+                    .iter()
+                    .any(|d| d.id == delivery.delivery_id && d.webhook_id == delivery.webhook.id)
+            );
+        }
+    }
+}

@@ -67,6 +67,7 @@ stories! {
         publish::disabling_by_hand_holds_waiting_deliveries_until_enabled,
         claims::claim_due_respects_limit_exclusions_and_due_time,
         claims::claimed_delivery_carries_event_and_webhook,
+        claims::deliveries_of_one_event_share_its_data_in_a_claim,
         claims::lease_expiry_hands_the_delivery_to_another_node,
         claims::renew_claims_pushes_the_lease_end,
         claims::release_makes_a_claimed_delivery_due_at_once,
