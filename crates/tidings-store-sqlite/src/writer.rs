@@ -309,6 +309,13 @@ impl Writer {
     /// crash loses nothing (the WAL is written), and what power loss takes back is a claim or a
     /// record, so the delivery is sent again, as at-least-once allows.
     fn commit(&mut self, jobs: Vec<Job>) {
+        // A transaction left open by a commit that failed, and whose rollback failed too, would
+        // make every later `BEGIN` fail.
+        if !self.conn.is_autocommit()
+            && let Err(error) = run(&self.conn, "ROLLBACK")
+        {
+            return fail_all(jobs.into_iter(), &error.to_string());
+        }
         let synced = self.synchronous_full
             && self.syncer.is_none()
             && jobs
