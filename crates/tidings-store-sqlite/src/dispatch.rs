@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use sqlx::SqlitePool;
 use tidings_core::ids::{IdKind, new_id};
 use tidings_core::stats;
@@ -11,7 +11,7 @@ use tidings_core::{UnixMillis, now_millis};
 use tidings_store::*;
 
 use crate::bind::{Packed, from_json, to_json};
-use crate::rows::{execute, query_value};
+use crate::rows::{execute, query_optional, query_value};
 use crate::{map_err, map_sql, rows};
 
 /// Claims due deliveries of active webhooks, no more per webhook than brings its live claims (less
@@ -116,15 +116,16 @@ fn read_claimed(conn: &Connection, chosen: &str) -> StoreResult<Vec<Claimed>> {
 /// one: when its lease ends), if there is one.
 pub fn next_due_outside(conn: &Connection, claim: &Claim) -> StoreResult<Option<UnixMillis>> {
     let excluded = to_json(&claim.exclude_webhooks)?;
-    conn.prepare_cached(
+    query_optional(
+        conn,
         "SELECT d.next_attempt_at FROM deliveries d
          WHERE d.status = 'pending' AND d.next_attempt_at IS NOT NULL
            AND d.webhook_id NOT IN (SELECT value FROM json_each(?))
            AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.state = 'active')
          ORDER BY d.next_attempt_at LIMIT 1",
+        [excluded],
+        |row| row.get(0),
     )
-    .and_then(|mut statement| statement.query_row([excluded], |row| row.get(0)).optional())
-    .map_err(map_sql)
 }
 
 /// Attaches their webhooks to claimed deliveries; a webhook shared by several is read once.
@@ -359,16 +360,12 @@ fn apply_health(
     policy: &HealthPolicy,
     now: UnixMillis,
 ) -> StoreResult<Option<String>> {
-    let health = conn
-        .prepare_cached("SELECT failing_since, failures_since_success FROM webhooks WHERE id = ?")
-        .and_then(|mut statement| {
-            statement
-                .query_row([webhook_id], |row| {
-                    Ok((row.get::<_, Option<i64>>(0)?, row.get::<_, i64>(1)?))
-                })
-                .optional()
-        })
-        .map_err(map_sql)?;
+    let health = query_optional(
+        conn,
+        "SELECT failing_since, failures_since_success FROM webhooks WHERE id = ?",
+        [webhook_id],
+        |row| Ok((row.get::<_, Option<i64>>(0)?, row.get::<_, i64>(1)?)),
+    )?;
     // None: deleted while its attempts ran.
     let Some((mut failing_since, mut failures)) = health else {
         return Ok(None);
@@ -475,20 +472,14 @@ fn disable_webhook(
     now: UnixMillis,
     notify: bool,
 ) -> StoreResult<()> {
-    let disabled = conn
-        .prepare_cached(
-            "UPDATE webhooks SET state = 'disabled', disabled_reason = ?, updated_at = ?
-             WHERE id = ? AND state != 'disabled'
-             RETURNING workspace_id, spec",
-        )
-        .and_then(|mut statement| {
-            statement
-                .query_row(params![reason, now, webhook_id], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-                })
-                .optional()
-        })
-        .map_err(map_sql)?;
+    let disabled = query_optional(
+        conn,
+        "UPDATE webhooks SET state = 'disabled', disabled_reason = ?, updated_at = ?
+         WHERE id = ? AND state != 'disabled'
+         RETURNING workspace_id, spec",
+        params![reason, now, webhook_id],
+        |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+    )?;
     execute(
         conn,
         "UPDATE deliveries SET status = 'skipped', next_attempt_at = NULL, updated_at = ?

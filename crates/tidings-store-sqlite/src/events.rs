@@ -2,14 +2,14 @@
 
 use std::collections::HashSet;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use sqlx::SqlitePool;
 use tidings_store::*;
 
 use tidings_core::now_millis;
 
 use crate::bind::{Packed, from_json, to_json};
-use crate::rows::{execute, query_value};
+use crate::rows::{execute, query_optional, query_value};
 use crate::{dispatch, map_err, map_sql, rows};
 
 /// Inserts events and deliveries inside the writer's transaction.
@@ -37,18 +37,12 @@ pub fn insert(conn: &Connection, events: Vec<NewEvent>) -> StoreResult<Vec<Publi
 /// An event with an idempotency key: the first one within the key's window wins.
 fn insert_keyed(conn: &Connection, event: NewEvent) -> StoreResult<Published> {
     if let Some(key) = &event.idempotency_key {
-        let earlier: Option<String> = conn
-            .prepare_cached(
-                "SELECT event_id FROM idempotency_keys WHERE workspace_id = ? AND idempotency_key = ? AND expires_at > ?",
-            )
-            .and_then(|mut statement| {
-                statement
-                    .query_row(params![event.workspace_id, key, event.received_at], |row| {
-                        row.get(0)
-                    })
-                    .optional()
-            })
-            .map_err(map_sql)?;
+        let earlier: Option<String> = query_optional(
+            conn,
+            "SELECT event_id FROM idempotency_keys WHERE workspace_id = ? AND idempotency_key = ? AND expires_at > ?",
+            params![event.workspace_id, key, event.received_at],
+            |row| row.get(0),
+        )?;
         if let Some(event_id) = earlier {
             let delivery_ids = conn
                 .prepare_cached("SELECT id FROM deliveries WHERE event_id = ? ORDER BY id")

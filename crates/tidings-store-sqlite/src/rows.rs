@@ -67,3 +67,16 @@ pub fn query_value<T: rusqlite::types::FromSql>(
         .and_then(|mut statement| statement.query_row(params, |row| row.get(0)))
         .map_err(map_sql)
 }
+
+/// Runs one cached statement that reads at most one row, read by `row`.
+pub fn query_optional<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    row: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Option<T>> {
+    use rusqlite::OptionalExtension;
+    conn.prepare_cached(sql)
+        .and_then(|mut statement| statement.query_row(params, row).optional())
+        .map_err(map_sql)
+}
