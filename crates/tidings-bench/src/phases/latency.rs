@@ -1,6 +1,9 @@
 //! Phase 4, latency: single publishes at a fixed offered load (open loop), publish → received at the
 //! receiver, from the send time carried in the event's data.
 
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
 use serde_json::json;
 
 use super::{Backend, Setup, flush_dirty_pages, offered_load, quantile_ms, wait_for_requests};
@@ -30,44 +33,28 @@ pub async fn run(
     // connections are opened and their statements prepared, and on PostgreSQL the empty tables'
     // first pages are added under a lock every insert waits on. It is published at the same rate
     // first, and its worst latency reported on a row of its own.
-    let warm_up = config.bar(
-        (f64::from(rate) * config.latency_warm_up.as_secs_f64()).round() as u64,
-        "latency warm-up",
-    );
-    let base = receiver.stats.requests();
-    receiver.stats.start_latency();
-    let sent = offered_load(setup, &ws, rate, config.latency_warm_up, None, &warm_up).await?;
-    wait_for_requests(
-        &receiver.stats,
-        base + sent,
-        config.wait_limit,
+    let (_, warm_up) = measure(
+        config,
+        setup,
+        &ws,
+        receiver,
         tidings,
-        &warm_up,
-        base,
+        config.latency_warm_up,
+        "latency warm-up",
     )
     .await?;
-    warm_up.finish();
-    let warm_up = receiver.stats.take_latency();
 
     flush_dirty_pages().await?;
-    let total = (f64::from(rate) * config.latency_duration.as_secs_f64()).round() as u64;
-    let bar = config.bar(total, "latency");
-    bar.set_message("published");
-    let base = receiver.stats.requests();
-    receiver.stats.start_latency();
-    let sent = offered_load(setup, &ws, rate, config.latency_duration, None, &bar).await?;
-    bar.set_message("delivered");
-    wait_for_requests(
-        &receiver.stats,
-        base + sent,
-        config.wait_limit,
+    let (sent, histogram) = measure(
+        config,
+        setup,
+        &ws,
+        receiver,
         tidings,
-        &bar,
-        base,
+        config.latency_duration,
+        "latency",
     )
     .await?;
-    bar.finish();
-    let histogram = receiver.stats.take_latency();
     let note = format!(
         "{sent} single publishes at {rate}/s over {} s to one webhook, publish → received",
         config.latency_duration.as_secs()
@@ -100,4 +87,36 @@ pub async fn run(
         ),
     );
     Ok(())
+}
+
+/// Publishes to the phase's webhook at its rate for `duration` and waits until every event
+/// arrived; returns how many were sent and their publish → received latencies.
+async fn measure(
+    config: &Config,
+    setup: &Setup,
+    ws: &str,
+    receiver: &Receiver,
+    tidings: &mut TidingsProcess,
+    duration: Duration,
+    phase: &str,
+) -> anyhow::Result<(u64, Histogram<u64>)> {
+    let rate = config.latency_rate;
+    let total = (f64::from(rate) * duration.as_secs_f64()).round() as u64;
+    let bar = config.bar(total, phase);
+    bar.set_message("published");
+    let base = receiver.stats.requests();
+    receiver.stats.start_latency();
+    let sent = offered_load(setup, ws, rate, duration, None, &bar).await?;
+    bar.set_message("delivered");
+    wait_for_requests(
+        &receiver.stats,
+        base + sent,
+        config.wait_limit,
+        tidings,
+        &bar,
+        base,
+    )
+    .await?;
+    bar.finish();
+    Ok((sent, receiver.stats.take_latency()))
 }
