@@ -285,17 +285,19 @@ impl Dispatcher {
                 }
             };
             if claimed.is_empty() {
-                let wait = match store.next_due_at().await {
-                    Ok(Some(due)) => Duration::from_millis(u64::try_from(due - now).unwrap_or(0))
-                        .min(config.idle_poll),
-                    _ => config.idle_poll,
-                };
-                // A wait of zero means due work exists but the lanes it belongs to are full: a lane
-                // draining below half wakes the loop, and so does new work; claiming again meanwhile
-                // would only make storage look past the full lanes' backlog for nothing. Without
-                // full lanes, a short floor catches other work falling due.
+                // With full lanes, a lane draining below half wakes the loop, and so does new work;
+                // claiming again meanwhile would only make storage look past the full lanes'
+                // backlog for nothing. Without full lanes, the loop sleeps until the next due time,
+                // with a short floor that catches other work falling due.
                 let wait = if claim.exclude_webhooks.is_empty() {
-                    wait.max(Duration::from_millis(50))
+                    match store.next_due_at().await {
+                        Ok(Some(due)) => {
+                            Duration::from_millis(u64::try_from(due - now).unwrap_or(0))
+                                .min(config.idle_poll)
+                        }
+                        _ => config.idle_poll,
+                    }
+                    .max(Duration::from_millis(50))
                 } else {
                     config.idle_poll
                 };
