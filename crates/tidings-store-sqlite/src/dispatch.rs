@@ -10,7 +10,7 @@ use tidings_core::stats;
 use tidings_core::{UnixMillis, now_millis};
 use tidings_store::*;
 
-use crate::bind::{Packed, from_json, to_json};
+use crate::bind::{Packed, to_json};
 use crate::rows::{execute, query_optional, query_value};
 use crate::{map_err, map_sql, rows};
 
@@ -208,32 +208,33 @@ pub fn record(
         })
         .collect();
     let moves = to_json(&moves)?;
-    // The deliveries this node still holds, read first and folded into one JSON value.
-    let held: String = query_value(
-        conn,
-        "SELECT json_group_array(json_array(d.id, d.attempts + 1, d.workspace_id, d.event_id, d.event_type))
-         FROM jsonb_each(?1) j JOIN deliveries d ON d.id = j.value->>0
-         WHERE d.claimed_by = ?2",
-        params![moves, node],
-    )?;
-    // A retry of a webhook paused or disabled meanwhile is held (no due time) like its other
-    // waiting deliveries, until it is resumed or enabled.
-    execute(
-        conn,
-        "UPDATE deliveries SET status = j.value->>1, attempts = attempts + 1, claimed_by = NULL,
-             next_attempt_at = CASE WHEN EXISTS (SELECT 1 FROM webhooks w WHERE w.id = deliveries.webhook_id AND w.state = 'active')
-                                    THEN j.value->>2 END,
-             last_status_code = j.value->>3, last_error_kind = j.value->>4, updated_at = ?2
-         FROM jsonb_each(?1) j
-         WHERE deliveries.id = j.value->>0 AND deliveries.claimed_by = ?3",
-        params![moves, now, node],
-    )?;
     /// A recorded delivery: its attempt number, workspace, event and event type.
-    type Moved = (String, i64, String, String, String);
-    let moved: HashMap<String, Moved> = from_json::<Vec<Moved>>(&held)?
-        .into_iter()
-        .map(|row| (row.0.clone(), row))
-        .collect();
+    type Moved = (i64, String, String, String);
+    // Only deliveries this node still holds move on; the statement returns them, so the attempts
+    // below are numbered and their events known without reading the rows a second time. A retry
+    // of a webhook paused or disabled meanwhile is held (no due time) like its other waiting
+    // deliveries, until it is resumed or enabled.
+    let moved: HashMap<String, Moved> = conn
+        .prepare_cached(
+            "UPDATE deliveries SET status = j.value->>1, attempts = attempts + 1, claimed_by = NULL,
+                 next_attempt_at = CASE WHEN EXISTS (SELECT 1 FROM webhooks w WHERE w.id = deliveries.webhook_id AND w.state = 'active')
+                                        THEN j.value->>2 END,
+                 last_status_code = j.value->>3, last_error_kind = j.value->>4, updated_at = ?2
+             FROM jsonb_each(?1) j
+             WHERE deliveries.id = j.value->>0 AND deliveries.claimed_by = ?3
+             RETURNING deliveries.id, deliveries.attempts, deliveries.workspace_id, deliveries.event_id, deliveries.event_type",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![moves, now, node], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        (row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?),
+                    ))
+                })?
+                .collect()
+        })
+        .map_err(map_sql)?;
 
     // The header lists, the largest part of an attempt, go in `Packed`, not in the JSON rows.
     type AttemptRow<'a> = (
@@ -258,7 +259,7 @@ pub fn record(
             continue;
         };
         let attempt = &outcome.attempt;
-        let (_, number, workspace_id, event_id, event_type) = updated;
+        let (number, workspace_id, event_id, event_type) = updated;
         let number = *number;
         attempts.push((
             outcome.delivery_id.as_str(),
