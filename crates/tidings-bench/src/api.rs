@@ -199,8 +199,38 @@ impl EventMaker {
         Bytes::from(serde_json::to_vec(&self.event(sent_at_ns, campaign_id)).unwrap_or_default())
     }
 
+    /// `{"events": [...]}` of `count` events sent at `sent_at_ns`. They are all the same, so one is
+    /// serialised and repeated: the publishers share the cores with Tidings, and building every
+    /// event anew took them a third of a core that Tidings then lacked.
     pub fn batch(&self, count: usize, sent_at_ns: u64) -> Bytes {
-        let events: Vec<Value> = (0..count).map(|_| self.event(sent_at_ns, None)).collect();
-        Bytes::from(serde_json::to_vec(&json!({ "events": events })).unwrap_or_default())
+        let one = serde_json::to_vec(&self.event(sent_at_ns, None)).unwrap_or_default();
+        let mut body = Vec::with_capacity(13 + count * (one.len() + 1));
+        body.extend_from_slice(br#"{"events":["#);
+        for index in 0..count {
+            if index > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(&one);
+        }
+        body.extend_from_slice(b"]}");
+        Bytes::from(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_the_events_array_of_its_events() {
+        let mut example = serde_json::Map::new();
+        example.insert("subject".into(), json!("Quick question, \"Ana\""));
+        example.insert("n".into(), json!(3));
+        let maker = EventMaker::new(example);
+        let body: Value = serde_json::from_slice(&maker.batch(3, 42)).expect("a JSON body");
+        let one = maker.event(42, None);
+        assert_eq!(body, json!({ "events": [one.clone(), one.clone(), one] }));
+        let empty: Value = serde_json::from_slice(&maker.batch(0, 42)).expect("a JSON body");
+        assert_eq!(empty, json!({ "events": [] }));
     }
 }
