@@ -76,33 +76,34 @@ pub struct Claimed {
 }
 
 /// Reads the claimed deliveries named in `chosen` (a JSON array of ids) with their events; an event
-/// shared by several deliveries is read once.
+/// shared by several deliveries is copied out once.
 fn read_claimed(conn: &Connection, chosen: &str) -> StoreResult<Vec<Claimed>> {
+    // In the array's order, without sorting: the rows of one event need not be next to each other.
     let mut statement = conn
         .prepare_cached(
-            "SELECT d.id, d.attempts, d.event_id, d.webhook_id, e.event_type, e.occurred_at,
-                    CASE WHEN d.event_id = LAG(d.event_id) OVER (ORDER BY d.event_id) THEN NULL ELSE e.data END
-             FROM deliveries d JOIN events e ON e.id = d.event_id
-             WHERE d.id IN (SELECT value FROM json_each(?))
-             ORDER BY d.event_id",
+            "SELECT d.id, d.attempts, d.event_id, d.webhook_id, e.event_type, e.occurred_at, e.data
+             FROM json_each(?) j CROSS JOIN deliveries d ON d.id = j.value
+             JOIN events e ON e.id = d.event_id",
         )
         .map_err(map_sql)?;
     let mut rows = statement.query([chosen]).map_err(map_sql)?;
     let mut claimed: Vec<Claimed> = Vec::new();
+    let mut events: HashMap<String, Arc<str>> = HashMap::new();
     while let Some(row) = rows.next().map_err(map_sql)? {
-        let data: Option<String> = row.get(6).map_err(map_sql)?;
-        let data = match (data, claimed.last()) {
-            (Some(data), _) => Arc::from(data),
-            // The same event as the row before.
-            (None, Some(previous)) => previous.data.clone(),
-            (None, None) => {
-                return Err(StoreError::Internal("a claimed event without data".into()));
+        let event_id: String = row.get(2).map_err(map_sql)?;
+        // A column is only copied out when asked for: the data of an event seen before is not.
+        let data = match events.get(&event_id) {
+            Some(data) => data.clone(),
+            None => {
+                let data: Arc<str> = Arc::from(row.get::<_, String>(6).map_err(map_sql)?);
+                events.insert(event_id.clone(), data.clone());
+                data
             }
         };
         claimed.push(Claimed {
             delivery_id: row.get(0).map_err(map_sql)?,
             attempts: row.get(1).map_err(map_sql)?,
-            event_id: row.get(2).map_err(map_sql)?,
+            event_id,
             webhook_id: row.get(3).map_err(map_sql)?,
             event_type: row.get(4).map_err(map_sql)?,
             occurred_at: row.get(5).map_err(map_sql)?,
