@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 use tidings_core::UnixMillis;
 use tidings_store::*;
@@ -207,6 +208,10 @@ pub fn spawn(
          PRAGMA cache_size = -16000; PRAGMA synchronous = NORMAL",
     )
     .map_err(|e| unavailable(&e))?;
+    // SQLite otherwise plans around some bound values (a `LIMIT ?`, for one) and prepares such a
+    // statement again whenever they change: the claim's limit changes with every claim.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(|e| unavailable(&e))?;
     conn.set_prepared_statement_cache_capacity(64);
     let writer = Writer {
         conn,
