@@ -11,7 +11,7 @@ use tidings_core::{UnixMillis, now_millis};
 use tidings_store::*;
 
 use crate::bind::{Packed, to_json};
-use crate::rows::{execute, query_optional, query_value};
+use crate::rows::{execute, query_optional, query_rows, query_value};
 use crate::{map_err, map_sql, rows};
 
 /// Claims due deliveries of active webhooks, no more per webhook than brings its live claims (less
@@ -215,27 +215,23 @@ pub fn record(
     // below are numbered and their events known without reading the rows a second time. A retry
     // of a webhook paused or disabled meanwhile is held (no due time) like its other waiting
     // deliveries, until it is resumed or enabled.
-    let moved: HashMap<String, Moved> = conn
-        .prepare_cached(
-            "UPDATE deliveries SET status = j.value->>1, attempts = attempts + 1, claimed_by = NULL,
-                 next_attempt_at = CASE WHEN EXISTS (SELECT 1 FROM webhooks w WHERE w.id = deliveries.webhook_id AND w.state = 'active')
-                                        THEN j.value->>2 END,
-                 last_status_code = j.value->>3, last_error_kind = j.value->>4, updated_at = ?2
-             FROM jsonb_each(?1) j
-             WHERE deliveries.id = j.value->>0 AND deliveries.claimed_by = ?3
-             RETURNING deliveries.id, deliveries.attempts, deliveries.workspace_id, deliveries.event_id, deliveries.event_type",
-        )
-        .and_then(|mut statement| {
-            statement
-                .query_map(params![moves, now, node], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        (row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?),
-                    ))
-                })?
-                .collect()
-        })
-        .map_err(map_sql)?;
+    let moved: HashMap<String, Moved> = query_rows(
+        conn,
+        "UPDATE deliveries SET status = j.value->>1, attempts = attempts + 1, claimed_by = NULL,
+             next_attempt_at = CASE WHEN EXISTS (SELECT 1 FROM webhooks w WHERE w.id = deliveries.webhook_id AND w.state = 'active')
+                                    THEN j.value->>2 END,
+             last_status_code = j.value->>3, last_error_kind = j.value->>4, updated_at = ?2
+         FROM jsonb_each(?1) j
+         WHERE deliveries.id = j.value->>0 AND deliveries.claimed_by = ?3
+         RETURNING deliveries.id, deliveries.attempts, deliveries.workspace_id, deliveries.event_id, deliveries.event_type",
+        params![moves, now, node],
+        |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                (row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?),
+            ))
+        },
+    )?;
 
     // The header lists, the largest part of an attempt, go in `Packed`, not in the JSON rows.
     type AttemptRow<'a> = (

@@ -9,8 +9,8 @@ use tidings_store::*;
 use tidings_core::now_millis;
 
 use crate::bind::{Packed, from_json, to_json};
-use crate::rows::{execute, query_optional, query_value};
-use crate::{dispatch, map_err, map_sql, rows};
+use crate::rows::{execute, query_optional, query_rows, query_value};
+use crate::{dispatch, map_err, rows};
 
 /// Inserts events and deliveries inside the writer's transaction.
 ///
@@ -44,14 +44,12 @@ fn insert_keyed(conn: &Connection, event: NewEvent) -> StoreResult<Published> {
             |row| row.get(0),
         )?;
         if let Some(event_id) = earlier {
-            let delivery_ids = conn
-                .prepare_cached("SELECT id FROM deliveries WHERE event_id = ? ORDER BY id")
-                .and_then(|mut statement| {
-                    statement
-                        .query_map([&event_id], |row| row.get(0))?
-                        .collect::<Result<Vec<String>, _>>()
-                })
-                .map_err(map_sql)?;
+            let delivery_ids = query_rows(
+                conn,
+                "SELECT id FROM deliveries WHERE event_id = ? ORDER BY id",
+                [&event_id],
+                |row| row.get(0),
+            )?;
             return Ok(Published {
                 event_id,
                 delivery_ids,

@@ -80,3 +80,15 @@ pub fn query_optional<T>(
         .and_then(|mut statement| statement.query_row(params, row).optional())
         .map_err(map_sql)
 }
+
+/// Runs one cached statement and collects every row it reads, each read by `row`.
+pub fn query_rows<T, C: FromIterator<T>>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<C> {
+    conn.prepare_cached(sql)
+        .and_then(|mut statement| statement.query_map(params, row)?.collect())
+        .map_err(map_sql)
+}
