@@ -6,6 +6,8 @@ use std::sync::LazyLock;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::data::{self, Borrowed, Data, DataNode};
+
 /// One event type: its name, what it means, the channel it belongs to, and the shape of its `data`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventTypeDef {
@@ -149,9 +151,10 @@ pub struct SchemaViolation {
     pub message: String,
 }
 
-/// A compiled JSON Schema for an event type's `data`.
+/// A compiled JSON Schema for an event type's `data`, checking data as the publish path parses it
+/// (`crate::data`).
 pub struct DataSchema {
-    validator: jsonschema::Validator,
+    validator: jsonschema::Validator<Borrowed>,
 }
 
 impl std::fmt::Debug for DataSchema {
@@ -163,20 +166,35 @@ impl std::fmt::Debug for DataSchema {
 impl DataSchema {
     /// Compiles a schema. Remote `$ref`s cannot be resolved (no network in this crate).
     pub fn compile(schema: &Value) -> Result<Self, String> {
-        jsonschema::options()
+        jsonschema::options_for::<Borrowed>()
             .should_validate_formats(true)
             .build(schema)
             .map(|validator| Self { validator })
             .map_err(|error| error.to_string())
     }
 
-    /// Checks `data`, returning the first violation with its path.
+    /// Checks a `serde_json::Value` (examples, test sends: not the publish path) by writing it out
+    /// and reading it back as borrowed data.
     pub fn check(&self, data: &Value) -> Result<(), SchemaViolation> {
+        let text = serde_json::to_string(data).map_err(|e| SchemaViolation {
+            path: "/".to_owned(),
+            message: e.to_string(),
+        })?;
+        let parsed = data::parse(&text).map_err(|e| SchemaViolation {
+            path: "/".to_owned(),
+            message: e.to_string(),
+        })?;
+        self.check_data(&parsed)
+    }
+
+    /// Checks `data`, returning the first violation with its path.
+    pub fn check_data(&self, data: &Data<'_>) -> Result<(), SchemaViolation> {
+        let node = DataNode::new(data);
         // Valid data is the rule: asking only whether it is valid skips building errors.
-        if self.validator.is_valid(data) {
+        if self.validator.is_valid(node) {
             return Ok(());
         }
-        match self.validator.iter_errors(data).next() {
+        match self.validator.iter_errors(node).next() {
             None => Ok(()),
             Some(error) => {
                 let pointer = error.instance_path().to_string();

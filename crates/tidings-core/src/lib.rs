@@ -3,6 +3,7 @@
 //! Everything here is pure: no I/O, no async runtime, no storage. The other crates call into it.
 
 pub mod catalog;
+pub mod data;
 pub mod ids;
 pub mod matching;
 pub mod net;

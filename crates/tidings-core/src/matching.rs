@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::data::{self, Data};
 use crate::webhook::Filters;
 
 /// The event type whose `category_ids` filter applies (SPEC section 2).
@@ -20,12 +21,24 @@ pub struct EventScope {
 impl EventScope {
     /// Fills attributes the publisher left out from top-level fields of `data` of the same name, so
     /// that `{"data": {"campaign_id": "c1", ...}}` is scoped like an explicit `campaign_id`.
-    pub fn completed_from(mut self, data: &Value) -> Self {
-        let from_data = |key: &str| match data.get(key) {
+    pub fn completed_from(self, data: &Value) -> Self {
+        self.completed_with(|key| match data.get(key) {
             Some(Value::String(text)) if !text.is_empty() => Some(text.clone()),
             Some(Value::Number(number)) => Some(number.to_string()),
             _ => None,
-        };
+        })
+    }
+
+    /// [`EventScope::completed_from`] for data as the publish path parses it.
+    pub fn completed_from_data(self, data: &Data<'_>) -> Self {
+        self.completed_with(|key| match data::member(data, key) {
+            Some(Data::Str(text)) if !text.is_empty() => Some(text.to_string()),
+            Some(Data::Number(number)) => Some(data::number_text(number)),
+            _ => None,
+        })
+    }
+
+    fn completed_with(mut self, from_data: impl Fn(&str) -> Option<String>) -> Self {
         self.campaign_id = self.campaign_id.or_else(|| from_data("campaign_id"));
         self.client_id = self.client_id.or_else(|| from_data("client_id"));
         self.agent_id = self.agent_id.or_else(|| from_data("agent_id"));
@@ -268,6 +281,26 @@ mod tests {
         let data = serde_json::json!({"campaign_id": "c9", "client_id": 42, "agent_id": ""});
         let completed = scope(None, Some("k1"), None, None).completed_from(&data);
         assert_eq!(completed, scope(Some("c9"), Some("k1"), None, None));
+    }
+
+    #[test]
+    fn scope_is_completed_alike_from_parsed_data() {
+        let text = r#"{"campaign_id": "c9", "client_id": 42, "agent_id": "", "category_id": 1.5}"#;
+        let value: Value = serde_json::from_str(text).expect("json");
+        let parsed = crate::data::parse(text).expect("json");
+        let from_value = scope(None, None, None, None).completed_from(&value);
+        let from_parsed = scope(None, None, None, None).completed_from_data(&parsed);
+        assert_eq!(from_parsed, from_value);
+        assert_eq!(
+            from_parsed,
+            scope(Some("c9"), Some("42"), None, Some("1.5"))
+        );
+        let repeated =
+            crate::data::parse(r#"{"campaign_id": "a", "campaign_id": "b"}"#).expect("json");
+        assert_eq!(
+            scope(None, None, None, None).completed_from_data(&repeated),
+            scope(Some("b"), None, None, None)
+        );
     }
 
     #[test]

@@ -100,6 +100,45 @@ async fn data_payload_format_sends_the_bare_data_object() {
     assert_eq!(request.header("content-type"), Some("application/json"));
 }
 
+#[tokio::test]
+async fn data_is_delivered_as_it_was_written() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    let (ws, _) = app
+        .workspace_with_webhook(&receiver.url, &[EVENT_TYPE], json!({}))
+        .await;
+    // The example's members in reverse order, with a number written with a trailing zero and
+    // spaces around the separators: a publisher's own text, which a parsed-and-written-out copy
+    // would reorder and reformat.
+    let example = app.example(EVENT_TYPE).await;
+    let members: Vec<String> = example
+        .as_object()
+        .expect("object")
+        .iter()
+        .rev()
+        .map(|(name, value)| format!("{} : {value}", Value::from(name.as_str())))
+        .collect();
+    let data = format!("{{ {}, \"score\" : 1.50 }}", members.join(" , "));
+    let body = format!(r#"{{"type": "{EVENT_TYPE}", "data": {data}}}"#);
+    let response = app
+        .http
+        .post(app.url(&format!("/v1/workspaces/{ws}/events")))
+        .bearer_auth(&app.operator_key)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("publish sent");
+    assert_eq!(response.status().as_u16(), 202);
+
+    let request = &receiver.wait_for(1, WAIT).await[0];
+    let delivered = std::str::from_utf8(&request.body).expect("utf-8");
+    assert!(
+        delivered.ends_with(&format!(",\"data\":{data}}}")),
+        "data is delivered byte for byte as published: {delivered}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Signatures
 // ---------------------------------------------------------------------------------------------
