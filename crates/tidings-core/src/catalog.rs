@@ -173,8 +173,8 @@ impl DataSchema {
             .map_err(|error| error.to_string())
     }
 
-    /// Checks a `serde_json::Value` (examples, test sends: not the publish path) by writing it out
-    /// and reading it back as borrowed data.
+    /// Checks a `serde_json::Value` (a type's example when it is defined: not the publish path) by
+    /// writing it out and reading it back as borrowed data.
     pub fn check(&self, data: &Value) -> Result<(), SchemaViolation> {
         let text = serde_json::to_string(data).map_err(|e| SchemaViolation {
             path: "/".to_owned(),
