@@ -150,6 +150,21 @@ impl Node {
         }
     }
 
+    /// SIGSTOP (`freeze: true`) or SIGCONT: a frozen node opens no connection and sends no byte,
+    /// so what it holds can be read without racing it.
+    pub fn freeze(&self, freeze: bool) {
+        let signal = if freeze { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(
+            status.success(),
+            "kill {signal} {} failed: {status}",
+            self.pid()
+        );
+    }
+
     /// SIGKILL: no chance to finish or give back anything. Reaps the process.
     pub fn kill(&mut self) {
         // Killing an already reaped child fails; waiting again returns the same status.
