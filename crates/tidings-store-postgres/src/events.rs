@@ -1,6 +1,6 @@
 //! Publishing events with their deliveries, and reading events back.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use tidings_core::now_millis;
@@ -59,21 +59,60 @@ async fn insert(
         return Ok(false);
     }
     let batch: Vec<&NewEvent> = waiting.iter().map(|&i| &events[i]).collect();
-    let (stored, due) = insert_rows(conn, &batch).await?;
+    let stored = insert_rows(conn, &batch).await?;
+    let mut due = false;
     for &index in waiting {
-        let event = &events[index];
-        published[index] = Some(Published {
-            event_id: event.id.clone(),
-            delivery_ids: event
-                .deliveries
-                .iter()
-                .filter(|d| stored.contains(&d.id))
-                .map(|d| d.id.clone())
-                .collect(),
-            duplicate: false,
-        });
+        let (answer, any_due) = answer(&events[index], &stored);
+        published[index] = Some(answer);
+        due |= any_due;
     }
     Ok(due)
+}
+
+/// Inserts several publishes (none with an idempotency key) in one statement; answers each with
+/// what it published and whether any of its deliveries is due.
+pub async fn insert_requests(
+    pool: &PgPool,
+    requests: &[&[NewEvent]],
+) -> TxResult<Vec<(Vec<Published>, bool)>> {
+    let batch: Vec<&NewEvent> = requests.iter().flat_map(|events| events.iter()).collect();
+    let stored = insert_rows(pool, &batch).await?;
+    Ok(requests
+        .iter()
+        .map(|events| {
+            let mut due = false;
+            let published = events
+                .iter()
+                .map(|event| {
+                    let (answer, any_due) = answer(event, &stored);
+                    due |= any_due;
+                    answer
+                })
+                .collect();
+            (published, due)
+        })
+        .collect())
+}
+
+/// What was stored of `event`, given the deliveries the insert returned (id → due); and whether
+/// any of its deliveries is due.
+fn answer(event: &NewEvent, stored: &HashMap<String, bool>) -> (Published, bool) {
+    let mut due = false;
+    let delivery_ids = event
+        .deliveries
+        .iter()
+        .filter_map(|d| {
+            let is_due = stored.get(&d.id)?;
+            due |= is_due;
+            Some(d.id.clone())
+        })
+        .collect();
+    let published = Published {
+        event_id: event.id.clone(),
+        delivery_ids,
+        duplicate: false,
+    };
+    (published, due)
 }
 
 /// Takes the idempotency key for `event`, or returns the earlier event still holding it. Two
@@ -124,12 +163,12 @@ async fn claim_idempotency_key(
 }
 
 /// Inserts events and their deliveries in one statement, whatever the fan-out (the deliveries'
-/// foreign keys are checked at its end, when the events are in); returns the delivery ids stored
-/// and whether any is due.
+/// foreign keys are checked at its end, when the events are in); returns the deliveries stored,
+/// each with whether it is due.
 async fn insert_rows(
     conn: impl PgExecutor<'_>,
     events: &[&NewEvent],
-) -> TxResult<(HashSet<String>, bool)> {
+) -> TxResult<HashMap<String, bool>> {
     let column = |f: fn(&NewEvent) -> &str| events.iter().map(|e| f(e)).collect::<Vec<&str>>();
     let optional = |f: fn(&NewEvent) -> Option<&str>| {
         events.iter().map(|e| f(e)).collect::<Vec<Option<&str>>>()
@@ -190,8 +229,7 @@ async fn insert_rows(
     .bind(&statuses)
     .fetch_all(conn)
     .await?;
-    let due = inserted.iter().any(|(_, due)| *due);
-    Ok((inserted.into_iter().map(|(id, _)| id).collect(), due))
+    Ok(inserted.into_iter().collect())
 }
 
 /// Stores a test send in one go: the event, its finished test delivery and the attempt.

@@ -10,6 +10,7 @@ mod catalog;
 mod dispatch;
 mod errors;
 mod events;
+mod gather;
 mod ops;
 mod quiet;
 mod reads;
@@ -90,6 +91,8 @@ pub struct PostgresStore {
     announcer: Mutex<Option<JoinHandle<()>>>,
     /// What claims that found nothing outside full lanes taught.
     quiet: Arc<Quiet>,
+    /// Writes keyless publishes, several to a statement under load.
+    gather: gather::Gather,
 }
 
 impl PostgresStore {
@@ -142,7 +145,10 @@ impl PostgresStore {
         ));
         let announce = Arc::new(Notify::new());
         let announcer = tokio::spawn(wake::announce(pool.clone(), announce.clone(), me));
+        // Half the pool: claims, outcomes and reads keep connections while publishes queue.
+        let gather = gather::Gather::start(pool.clone(), options.max_connections as usize / 2);
         Ok(Self {
+            gather,
             pool,
             listen_pool,
             work,
@@ -244,7 +250,13 @@ impl Store for PostgresStore {
     }
 
     async fn publish(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Published>> {
-        let (published, any_due) = events::publish(&self.pool, &events).await?;
+        let (events, answer) = if events.iter().any(|e| e.idempotency_key.is_some()) {
+            let answer = events::publish(&self.pool, &events).await;
+            (events, answer)
+        } else {
+            self.gather.publish(events).await
+        };
+        let (published, any_due) = answer?;
         if any_due {
             self.quiet.published(
                 events
@@ -401,6 +413,7 @@ impl Store for PostgresStore {
     }
 
     async fn close(&self) {
+        self.gather.stop().await;
         stop_task(&self.announcer).await;
         stop_task(&self.listener).await;
         self.listen_pool.close().await;

@@ -1,6 +1,8 @@
-//! Publishing from several nodes at once: one event per idempotency key, and wide fan-outs.
+//! Publishing from several nodes at once: one event per idempotency key, wide fan-outs, and
+//! publishes that wait behind others sharing one statement.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tidings_store::*;
 
@@ -105,4 +107,149 @@ async fn a_statement_past_the_timeout_is_unavailable_and_stores_nothing() {
         other => panic!("expected unavailable, got {other:?}"),
     }
     assert_eq!(setup.count_pending().await.expect("count"), 0);
+}
+
+/// The store's publishing runners: half of the helpers' 8 connections.
+const RUNNERS: usize = 4;
+
+/// Publishes `queued` while every runner is held by a publish waiting on a table lock, so that all
+/// of them are queued before any runner comes free; returns their answers and how many
+/// transactions wrote the events (the held publishes' included).
+async fn publish_behind_held_runners(
+    url: &str,
+    store: &dyn Store,
+    held: Vec<NewEvent>,
+    queued: Vec<Vec<NewEvent>>,
+) -> (Vec<StoreResult<Vec<Published>>>, i64) {
+    let look = inspect(url).await;
+    let mut lock = look.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock the events table");
+    let mut waiting = Vec::new();
+    // One at a time, so that each runner holds exactly one.
+    for event in held {
+        waiting.push(Box::pin(store.publish(vec![event])));
+        assert!(futures::poll!(waiting.last_mut().expect("pushed")).is_pending());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let blocked: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&look)
+            .await
+            .expect("read pg_stat_activity");
+            if blocked as usize == waiting.len() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} publishes waiting on the lock, not {}",
+                blocked,
+                waiting.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    for events in queued {
+        waiting.push(Box::pin(store.publish(events)));
+        assert!(futures::poll!(waiting.last_mut().expect("pushed")).is_pending());
+    }
+    lock.commit().await.expect("release the lock");
+    let answers = futures::future::join_all(waiting).await;
+    let transactions: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT xmin::text) FROM events")
+        .fetch_one(&look)
+        .await
+        .expect("count the transactions");
+    (answers, transactions)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_queued_behind_busy_runners_share_one_statement() {
+    let url = tidings_testkit::postgres::fresh_database().await;
+    let store = node(&url).await;
+    let ws = workspace(&store).await;
+    let (one, two) = (webhook(&store, &ws.id).await, webhook(&store, &ws.id).await);
+    let held = (0..RUNNERS)
+        .map(|_| new_event(&ws.id, now(), &[&one]))
+        .collect();
+    // Single events and batches, to one webhook or two.
+    let (to_one, to_two): (&[&Webhook], &[&Webhook]) = (&[&one], &[&one, &two]);
+    let queued: Vec<Vec<NewEvent>> = (0..40)
+        .map(|i| {
+            let targets = if i % 2 == 0 { to_one } else { to_two };
+            (0..1 + i % 3)
+                .map(|_| new_event(&ws.id, now(), targets))
+                .collect()
+        })
+        .collect();
+    let expected: Vec<Vec<(String, Vec<String>)>> = queued
+        .iter()
+        .map(|events| {
+            events
+                .iter()
+                .map(|e| {
+                    (
+                        e.id.clone(),
+                        e.deliveries.iter().map(|d| d.id.clone()).collect(),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let (answers, transactions) = publish_behind_held_runners(&url, &store, held, queued).await;
+    assert_eq!(
+        transactions,
+        RUNNERS as i64 + 1,
+        "each held publish in its own statement, then every queued one in one more"
+    );
+    for (answer, expected) in answers[RUNNERS..].iter().zip(&expected) {
+        let published = answer.as_ref().expect("publish");
+        let got: Vec<(String, Vec<String>)> = published
+            .iter()
+            .map(|p| (p.event_id.clone(), p.delivery_ids.clone()))
+            .collect();
+        assert_eq!(&got, expected, "each publish answered with its own events");
+    }
+    let stored: usize = expected.iter().flatten().map(|(_, d)| d.len()).sum();
+    assert_eq!(
+        store.count_pending().await.expect("count") as usize,
+        stored + RUNNERS
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_refused_in_a_shared_statement_fails_alone() {
+    let url = tidings_testkit::postgres::fresh_database().await;
+    let store = node(&url).await;
+    let ws = workspace(&store).await;
+    let hook = webhook(&store, &ws.id).await;
+    let held = (0..RUNNERS)
+        .map(|_| new_event(&ws.id, now(), &[&hook]))
+        .collect();
+    let mut queued: Vec<Vec<NewEvent>> = (0..10)
+        .map(|_| vec![new_event(&ws.id, now(), &[&hook])])
+        .collect();
+    // Its workspace is gone (deleted after the key was checked): the events' foreign key refuses it.
+    let mut orphan = new_event(&ws.id, now(), &[&hook]);
+    orphan.workspace_id = tidings_core::ids::new_id(tidings_core::ids::IdKind::Workspace);
+    queued.insert(5, vec![orphan]);
+    let (answers, _) = publish_behind_held_runners(&url, &store, held, queued).await;
+    for (index, answer) in answers.iter().enumerate() {
+        if index == RUNNERS + 5 {
+            assert!(answer.is_err(), "the orphan event was refused: {answer:?}");
+        } else {
+            assert_eq!(
+                answer.as_ref().expect("publish").len(),
+                1,
+                "publish {index}"
+            );
+        }
+    }
+    assert_eq!(
+        store.count_pending().await.expect("count"),
+        (RUNNERS + 10) as u64
+    );
 }

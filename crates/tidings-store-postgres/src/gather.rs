@@ -1,0 +1,141 @@
+//! Publishes without idempotency keys that arrive while others are being written share one
+//! statement: a few runner tasks each take every publish waiting when they come free and insert
+//! them all at once. Each statement is a round trip, an executor start and a commit that waits for
+//! its WAL flush; under load, single publishes were mostly that. One that arrives to an idle runner
+//! is written at once, alone, as before.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tidings_store::{NewEvent, Published, StoreError, StoreResult};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::errors::retrying;
+use crate::events;
+
+/// A statement takes whole publishes until it holds at least this many events (a publish holds at
+/// most the API's batch limit, so a statement stays within twice this).
+const FILL_TO_EVENTS: usize = 1000;
+
+type Answer = StoreResult<(Vec<Published>, bool)>;
+
+struct Request {
+    events: Vec<NewEvent>,
+    /// The events go back with the answer, for the caller to wake whom they concern.
+    reply: oneshot::Sender<(Vec<NewEvent>, Answer)>,
+}
+
+/// The queue of keyless publishes and the runners that write them.
+pub struct Gather {
+    queue: mpsc::UnboundedSender<Request>,
+    runners: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Gather {
+    /// Starts `runners` runners on `pool`: at most that many publishing statements run at once.
+    pub fn start(pool: PgPool, runners: usize) -> Self {
+        let (queue, waiting) = mpsc::unbounded_channel();
+        let waiting = Arc::new(Mutex::new(waiting));
+        let runners = (0..runners.max(1))
+            .map(|_| tokio::spawn(run(pool.clone(), waiting.clone())))
+            .collect();
+        Self {
+            queue,
+            runners: std::sync::Mutex::new(runners),
+        }
+    }
+
+    /// Stores `events` (none with an idempotency key) and their deliveries, in a statement that may
+    /// also hold other publishes; gives the events back with what was published and whether any
+    /// delivery is due.
+    pub async fn publish(&self, events: Vec<NewEvent>) -> (Vec<NewEvent>, Answer) {
+        let (reply, answer) = oneshot::channel();
+        if let Err(refused) = self.queue.send(Request { events, reply }) {
+            let closed = StoreError::Unavailable("the store is closed".to_owned());
+            return (refused.0.events, Err(closed));
+        }
+        answer.await.unwrap_or_else(|_| {
+            let stopped = "the store closed before the events were stored".to_owned();
+            (Vec::new(), Err(StoreError::Unavailable(stopped)))
+        })
+    }
+
+    /// Stops the runners; publishes still waiting are answered "unavailable".
+    pub async fn stop(&self) {
+        let runners = std::mem::take(
+            &mut *self
+                .runners
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for runner in runners {
+            runner.abort();
+            let _ = runner.await;
+        }
+    }
+}
+
+async fn run(pool: PgPool, waiting: Arc<Mutex<mpsc::UnboundedReceiver<Request>>>) {
+    loop {
+        let requests = {
+            let mut waiting = waiting.lock().await;
+            let Some(first) = waiting.recv().await else {
+                return;
+            };
+            let mut events = first.events.len();
+            let mut requests = vec![first];
+            while events < FILL_TO_EVENTS {
+                let Ok(next) = waiting.try_recv() else {
+                    break;
+                };
+                events += next.events.len();
+                requests.push(next);
+            }
+            requests
+        };
+        write(&pool, requests).await;
+    }
+}
+
+/// Writes `requests` in one statement and answers each. When that fails and there was more than
+/// one, each is written again on its own, so one publish the database refuses (its workspace was
+/// deleted meanwhile) fails alone; when the database cannot be reached, each gets that answer.
+async fn write(pool: &PgPool, requests: Vec<Request>) {
+    let together = retrying("publishing events", || {
+        let all: Vec<&[NewEvent]> = requests.iter().map(|r| r.events.as_slice()).collect();
+        async move { events::insert_requests(pool, &all).await }
+    })
+    .await;
+    match together {
+        Ok(answers) => {
+            for (request, answer) in requests.into_iter().zip(answers) {
+                request.answer(Ok(answer));
+            }
+        }
+        Err(StoreError::Unavailable(message)) => {
+            for request in requests {
+                request.answer(Err(StoreError::Unavailable(message.clone())));
+            }
+        }
+        Err(error) if requests.len() == 1 => {
+            if let Some(request) = requests.into_iter().next() {
+                request.answer(Err(error));
+            }
+        }
+        Err(error) => {
+            tracing::debug!(%error, publishes = requests.len(), "publishes written together failed; writing each on its own");
+            for request in requests {
+                let answer = events::publish(pool, &request.events).await;
+                request.answer(answer);
+            }
+        }
+    }
+}
+
+impl Request {
+    fn answer(self, answer: Answer) {
+        // A caller that stopped waiting (its client went away) needs no answer.
+        let _ = self.reply.send((self.events, answer));
+    }
+}
