@@ -116,7 +116,10 @@ async fn record_once(
     policy: &HealthPolicy,
 ) -> TxResult<()> {
     let now = now_millis();
-    let mut tx = pool.begin().await?;
+    // Custom plans for the deliveries' update: see below. Set with the BEGIN, in its round trip.
+    let mut tx = pool
+        .begin_with("BEGIN; SET LOCAL plan_cache_mode TO force_custom_plan")
+        .await?;
     // Webhooks first (the order every writer takes them in, before their deliveries): a pause or
     // disable committed before this point is seen below, and one after it waits for this commit.
     let mut endpoints = lock_endpoints(&mut tx, outcomes).await?;
@@ -255,13 +258,13 @@ async fn update_deliveries<'a>(
          WHERE d.id = u.id AND d.id = mine.id AND d.claimed_by = $7
          RETURNING d.id, d.attempts, d.workspace_id, d.event_id, d.event_type",
     )
-    // Planned for each execution, as the claim's update is. A statement prepared on a connection
-    // gets one generic plan after a few executions, and keeps it until the table is analyzed
-    // again: made while the deliveries table was small (a new database, or one emptied by
-    // retention), it reads the whole table by the time it holds thousands of rows (10–30 ms per
-    // statement in the bench's latency phase, growing all through it). Planned with the ids at
-    // hand, it reads the primary key.
-    .persistent(false)
+    // Planned for each execution (the transaction forces custom plans), as the claim's update
+    // is. A statement prepared on a connection otherwise gets one generic plan after a few
+    // executions, and keeps it until the table is analyzed again: made while the deliveries table
+    // was small (a new database, or one emptied by retention), it reads the whole table by the
+    // time it holds thousands of rows (10–30 ms per statement in the bench's latency phase,
+    // growing all through it). Planned with the ids at hand, it reads the primary key. Kept
+    // prepared: an unprepared statement costs a round trip more (parse, then bind and execute).
     .bind(now)
     .bind(&ids)
     .bind(&statuses)
