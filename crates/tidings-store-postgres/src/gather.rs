@@ -29,7 +29,7 @@ struct Request {
 /// The queue of keyless publishes and the runners that write them.
 pub struct Gather {
     queue: mpsc::UnboundedSender<Request>,
-    runners: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    runners: Vec<std::sync::Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl Gather {
@@ -38,12 +38,12 @@ impl Gather {
         let (queue, waiting) = mpsc::unbounded_channel();
         let waiting = Arc::new(Mutex::new(waiting));
         let runners = (0..runners.max(1))
-            .map(|_| tokio::spawn(run(pool.clone(), waiting.clone())))
+            .map(|_| {
+                let runner = tokio::spawn(run(pool.clone(), waiting.clone()));
+                std::sync::Mutex::new(Some(runner))
+            })
             .collect();
-        Self {
-            queue,
-            runners: std::sync::Mutex::new(runners),
-        }
+        Self { queue, runners }
     }
 
     /// Stores `events` (none with an idempotency key) and their deliveries, in a statement that may
@@ -63,15 +63,8 @@ impl Gather {
 
     /// Stops the runners; publishes still waiting are answered "unavailable".
     pub async fn stop(&self) {
-        let runners = std::mem::take(
-            &mut *self
-                .runners
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        );
-        for runner in runners {
-            runner.abort();
-            let _ = runner.await;
+        for runner in &self.runners {
+            crate::stop_task(runner).await;
         }
     }
 }
