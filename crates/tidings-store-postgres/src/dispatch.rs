@@ -8,11 +8,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 use tidings_core::{UnixMillis, now_millis};
 use tidings_store::*;
 
 use crate::errors::{TxResult, retrying};
+use crate::held::Held;
 use crate::quiet::{Ask, Quiet};
 use crate::{map_err, rows};
 
@@ -49,6 +50,7 @@ impl Gate {
 /// delivery's due time.
 pub async fn claim(
     pool: &PgPool,
+    held: &Held,
     claim: &Claim,
     quiet: &Quiet,
 ) -> StoreResult<Vec<ClaimedDelivery>> {
@@ -59,12 +61,13 @@ pub async fn claim(
         Ask::Empty => return Ok(Vec::new()),
         Ask::Read(generation) => generation,
     };
-    let mut claimed = retrying("claiming due deliveries", move || claim_once(pool, claim)).await?;
+    let once = move || claim_once(pool, held, claim);
+    let mut claimed = retrying("claiming due deliveries", once).await?;
     if let Claimed::GatesMissing(webhook_ids) = claimed {
         // Only webhooks stored without a gate (none are: every webhook is created with one) get
         // here; theirs are made outside the claim, so no claim ever waits on another's insert.
         add_gates(pool, &webhook_ids).await?;
-        claimed = retrying("claiming due deliveries", move || claim_once(pool, claim)).await?;
+        claimed = retrying("claiming due deliveries", once).await?;
     }
     match claimed {
         Claimed::Picked(picked, webhooks) if !picked.is_empty() => Ok(assemble(picked, &webhooks)),
@@ -119,7 +122,14 @@ enum Claimed {
     GatesMissing(Vec<String>),
 }
 
-async fn claim_once(pool: &PgPool, claim: &Claim) -> TxResult<Claimed> {
+async fn claim_once(pool: &PgPool, held: &Held, claim: &Claim) -> TxResult<Claimed> {
+    let mut conn = held.lease(pool).await?;
+    let claimed = claim_on(&mut conn, claim).await;
+    conn.finish(&claimed);
+    claimed
+}
+
+async fn claim_on(conn: &mut PgConnection, claim: &Claim) -> TxResult<Claimed> {
     let concurrency = i64::from(claim.per_webhook_claims.max(1));
     // A claim need not wait for its WAL flush: one lost to a database crash leaves the delivery
     // due again (sent again, as after any lost claim), and a claim a later commit depends on is
@@ -130,7 +140,7 @@ async fn claim_once(pool: &PgPool, claim: &Claim) -> TxResult<Claimed> {
     // (the live-claim count read ~3 ms of dead rows per claim through a bitmap, 0.03 ms without).
     // The update gets a custom plan at each run, as the record's does (see `record.rs`). All three
     // are set with the BEGIN, in the same round trip.
-    let mut tx = pool
+    let mut tx = conn
         .begin_with(
             "BEGIN; SET LOCAL synchronous_commit TO OFF; SET LOCAL enable_bitmapscan TO OFF;
              SET LOCAL plan_cache_mode TO force_custom_plan",

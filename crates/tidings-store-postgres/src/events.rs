@@ -72,11 +72,11 @@ async fn insert(
 /// Inserts several publishes (none with an idempotency key) in one statement; answers each with
 /// what it published and whether any of its deliveries is due.
 pub async fn insert_requests(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     requests: &[&[NewEvent]],
 ) -> TxResult<Vec<(Vec<Published>, bool)>> {
     let batch: Vec<&NewEvent> = requests.iter().flat_map(|events| events.iter()).collect();
-    let stored = insert_rows(pool, &batch).await?;
+    let stored = insert_rows(conn, &batch).await?;
     Ok(requests
         .iter()
         .map(|events| {

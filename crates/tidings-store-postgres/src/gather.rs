@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::errors::retrying;
 use crate::events;
+use crate::held::Held;
 
 /// A statement takes whole publishes until it holds at least this many events (a publish holds at
 /// most the API's batch limit, so a statement stays within twice this).
@@ -34,12 +35,13 @@ pub struct Gather {
 
 impl Gather {
     /// Starts `runners` runners on `pool`: at most that many publishing statements run at once.
-    pub fn start(pool: PgPool, runners: usize) -> Self {
+    /// Each keeps its connection between statements if `keep`.
+    pub fn start(pool: PgPool, runners: usize, keep: bool) -> Self {
         let (queue, waiting) = mpsc::unbounded_channel();
         let waiting = Arc::new(Mutex::new(waiting));
         let runners = (0..runners.max(1))
             .map(|_| {
-                let runner = tokio::spawn(run(pool.clone(), waiting.clone()));
+                let runner = tokio::spawn(run(pool.clone(), Held::new(keep), waiting.clone()));
                 std::sync::Mutex::new(Some(runner))
             })
             .collect();
@@ -69,7 +71,7 @@ impl Gather {
     }
 }
 
-async fn run(pool: PgPool, waiting: Arc<Mutex<mpsc::UnboundedReceiver<Request>>>) {
+async fn run(pool: PgPool, held: Held, waiting: Arc<Mutex<mpsc::UnboundedReceiver<Request>>>) {
     loop {
         let requests = {
             let mut waiting = waiting.lock().await;
@@ -87,17 +89,22 @@ async fn run(pool: PgPool, waiting: Arc<Mutex<mpsc::UnboundedReceiver<Request>>>
             }
             requests
         };
-        write(&pool, requests).await;
+        write(&pool, &held, requests).await;
     }
 }
 
 /// Writes `requests` in one statement and answers each. When that fails and there was more than
 /// one, each is written again on its own, so one publish the database refuses (its workspace was
 /// deleted meanwhile) fails alone; when the database cannot be reached, each gets that answer.
-async fn write(pool: &PgPool, requests: Vec<Request>) {
+async fn write(pool: &PgPool, held: &Held, requests: Vec<Request>) {
     let together = retrying("publishing events", || {
         let all: Vec<&[NewEvent]> = requests.iter().map(|r| r.events.as_slice()).collect();
-        async move { events::insert_requests(pool, &all).await }
+        async move {
+            let mut conn = held.lease(pool).await?;
+            let answers = events::insert_requests(&mut conn, &all).await;
+            conn.finish(&answers);
+            answers
+        }
     })
     .await;
     match together {

@@ -11,6 +11,7 @@ mod dispatch;
 mod errors;
 mod events;
 mod gather;
+mod held;
 mod ops;
 mod quiet;
 mod reads;
@@ -31,6 +32,7 @@ use tidings_store::*;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::held::Held;
 use crate::quiet::Quiet;
 use tidings_store_rows as rows;
 
@@ -93,6 +95,11 @@ pub struct PostgresStore {
     quiet: Arc<Quiet>,
     /// Writes keyless publishes, several to a statement under load.
     gather: gather::Gather,
+    /// The connections the claim and the record keep between runs, and those the reads every API
+    /// request makes (its key, its workspace) keep.
+    claiming: Held,
+    recording: Held,
+    reading: Held,
 }
 
 impl PostgresStore {
@@ -110,10 +117,20 @@ impl PostgresStore {
         let connect = base
             .clone()
             .options([("statement_timeout", timeout_ms.as_str())]);
+        // The pool pings every connection it takes back; one that sat idle is pinged again before
+        // it is handed out (the database may have restarted meanwhile), one just taken back is not.
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
-            .test_before_acquire(true)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= held::CHECK_IDLE_AFTER {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(connect.clone())
             .await
             .map_err(unreachable)?;
@@ -143,12 +160,24 @@ impl PostgresStore {
             quiet.clone(),
             me.clone(),
         ));
+        // A quarter of the pool writes publishes. The runners, the claim, the record, the announcer
+        // and the API's reads keep their connections where that leaves at least two for the rest.
+        let runners = (options.max_connections as usize / 4).max(1);
+        let reads = (runners / 2).max(1);
+        let keep = options.max_connections as usize >= runners + 3 + reads + 2;
         let announce = Arc::new(Notify::new());
-        let announcer = tokio::spawn(wake::announce(pool.clone(), announce.clone(), me));
-        // Half the pool: claims, outcomes and reads keep connections while publishes queue.
-        let gather = gather::Gather::start(pool.clone(), options.max_connections as usize / 2);
+        let announcer = tokio::spawn(wake::announce(
+            pool.clone(),
+            Held::new(keep),
+            announce.clone(),
+            me,
+        ));
+        let gather = gather::Gather::start(pool.clone(), runners, keep);
         Ok(Self {
             gather,
+            claiming: Held::new(keep),
+            recording: Held::new(keep),
+            reading: Held::with_slots(reads, keep),
             pool,
             listen_pool,
             work,
@@ -185,7 +214,10 @@ impl Store for PostgresStore {
         tenants::create_workspace(&self.pool, workspace).await
     }
     async fn get_workspace(&self, id: &str) -> StoreResult<Workspace> {
-        tenants::get_workspace(&self.pool, id).await
+        let mut conn = self.reading.lease(&self.pool).await.map_err(map_err)?;
+        let workspace = tenants::get_workspace(&mut *conn, id).await;
+        conn.finish_read(&workspace);
+        workspace
     }
     async fn list_workspaces(&self, page: &Page) -> StoreResult<Vec<Workspace>> {
         tenants::list_workspaces(&self.pool, page).await
@@ -201,7 +233,10 @@ impl Store for PostgresStore {
         tenants::create_api_key(&self.pool, key).await
     }
     async fn get_api_key(&self, id: &str) -> StoreResult<ApiKey> {
-        tenants::get_api_key(&self.pool, id).await
+        let mut conn = self.reading.lease(&self.pool).await.map_err(map_err)?;
+        let key = tenants::get_api_key(&mut *conn, id).await;
+        conn.finish_read(&key);
+        key
     }
     async fn list_api_keys(&self, workspace_id: Option<&str>) -> StoreResult<Vec<ApiKey>> {
         tenants::list_api_keys(&self.pool, workspace_id).await
@@ -276,7 +311,7 @@ impl Store for PostgresStore {
     }
 
     async fn claim_due(&self, claim: &Claim) -> StoreResult<Vec<ClaimedDelivery>> {
-        dispatch::claim(&self.pool, claim, &self.quiet).await
+        dispatch::claim(&self.pool, &self.claiming, claim, &self.quiet).await
     }
     async fn release(&self, node: &str, delivery_ids: &[String]) -> StoreResult<()> {
         if dispatch::release(&self.pool, node, delivery_ids).await? {
@@ -298,7 +333,7 @@ impl Store for PostgresStore {
         outcomes: Vec<Outcome>,
         policy: &HealthPolicy,
     ) -> StoreResult<()> {
-        record::record(&self.pool, node, &outcomes, policy).await?;
+        record::record(&self.pool, &self.recording, node, &outcomes, policy).await?;
         self.quiet.recorded(&outcomes, now_millis());
         // Recorded attempts free claims a full lane may be waiting on (other nodes poll for that:
         // waking them on every batch would cost more than it saves).
@@ -416,6 +451,9 @@ impl Store for PostgresStore {
         self.gather.stop().await;
         stop_task(&self.announcer).await;
         stop_task(&self.listener).await;
+        self.claiming.give_back().await;
+        self.recording.give_back().await;
+        self.reading.give_back().await;
         self.listen_pool.close().await;
         self.pool.close().await;
     }

@@ -9,13 +9,14 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 use tidings_core::ids::{IdKind, new_id};
 use tidings_core::{UnixMillis, now_millis, stats};
 use tidings_store::*;
 
 use crate::dispatch::{insert_attempts, storable};
 use crate::errors::{TxResult, retrying};
+use crate::held::Held;
 
 /// An outcome whose delivery this node still held, so it was applied.
 struct Applied<'a> {
@@ -84,6 +85,7 @@ struct Queued {
 
 pub async fn record(
     pool: &PgPool,
+    held: &Held,
     node: &str,
     outcomes: &[Outcome],
     policy: &HealthPolicy,
@@ -104,20 +106,33 @@ pub async fn record(
         return Ok(());
     }
     retrying("recording attempts", move || {
-        record_once(pool, node, unique, policy)
+        record_once(pool, held, node, unique, policy)
     })
     .await
 }
 
 async fn record_once(
     pool: &PgPool,
+    held: &Held,
+    node: &str,
+    outcomes: &[&Outcome],
+    policy: &HealthPolicy,
+) -> TxResult<()> {
+    let mut conn = held.lease(pool).await?;
+    let recorded = record_on(&mut conn, node, outcomes, policy).await;
+    conn.finish(&recorded);
+    recorded
+}
+
+async fn record_on(
+    conn: &mut PgConnection,
     node: &str,
     outcomes: &[&Outcome],
     policy: &HealthPolicy,
 ) -> TxResult<()> {
     let now = now_millis();
     // Custom plans for the deliveries' update: see below. Set with the BEGIN, in its round trip.
-    let mut tx = pool
+    let mut tx = conn
         .begin_with("BEGIN; SET LOCAL plan_cache_mode TO force_custom_plan")
         .await?;
     // Webhooks first (the order every writer takes them in, before their deliveries): a pause or

@@ -1,6 +1,6 @@
 //! Workspaces, API keys and webhooks.
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use tidings_core::UnixMillis;
 use tidings_core::webhook::WebhookState;
 use tidings_store::*;
@@ -35,10 +35,10 @@ pub async fn create_workspace(pool: &PgPool, ws: &Workspace) -> StoreResult<()> 
     Ok(())
 }
 
-pub async fn get_workspace(pool: &PgPool, id: &str) -> StoreResult<Workspace> {
+pub async fn get_workspace(conn: impl PgExecutor<'_>, id: &str) -> StoreResult<Workspace> {
     let row = sqlx::query("SELECT * FROM workspaces WHERE id = $1")
         .bind(id)
-        .fetch_one(pool)
+        .fetch_one(conn)
         .await
         .map_err(map_err)?;
     rows::workspace(&row)
@@ -121,10 +121,10 @@ pub async fn create_api_key(pool: &PgPool, key: &ApiKey) -> StoreResult<()> {
     Ok(())
 }
 
-pub async fn get_api_key(pool: &PgPool, id: &str) -> StoreResult<ApiKey> {
+pub async fn get_api_key(conn: impl PgExecutor<'_>, id: &str) -> StoreResult<ApiKey> {
     let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1")
         .bind(id)
-        .fetch_one(pool)
+        .fetch_one(conn)
         .await
         .map_err(map_err)?;
     rows::api_key(&row)

@@ -9,6 +9,8 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 
+use crate::errors::TxError;
+use crate::held::Held;
 use crate::quiet::Quiet;
 
 /// The channel every node listens on.
@@ -24,15 +26,21 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// database-wide lock from its commit until its WAL is flushed, which would serialize every
 /// publish. Requests that arrive while one notification is on its way fold into the next one.
 /// The payload names the sending store (`me`), so its own listener can tell it apart.
-pub async fn announce(pool: PgPool, wanted: Arc<Notify>, me: Arc<str>) {
+pub async fn announce(pool: PgPool, held: Held, wanted: Arc<Notify>, me: Arc<str>) {
     loop {
         wanted.notified().await;
-        if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(&*me)
-            .execute(&pool)
-            .await
-        {
+        let sent = async {
+            let mut conn = held.lease(&pool).await?;
+            let sent = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(&*me)
+                .execute(&mut *conn)
+                .await
+                .map_err(TxError::from);
+            conn.finish(&sent);
+            sent
+        };
+        if let Err(error) = sent.await.map_err(tidings_store::StoreError::from) {
             // Other nodes still find the work by polling; the next request tries again.
             tracing::warn!(%error, "telling other nodes about due work failed");
             tokio::time::sleep(FIRST_BACKOFF).await;

@@ -481,22 +481,7 @@ async fn claims_and_records_read_by_key_after_the_table_grew() {
     let ws = workspace(&store).await;
     let hook = webhook(&store, &ws.id).await;
     let look = inspect(&url).await;
-    let cycle = || async {
-        publish_many(&store, &hook, 1, now() - 1_000).await;
-        let claimed = store
-            .claim_due(&claim("node-a", now(), 10))
-            .await
-            .expect("claim");
-        assert_eq!(claimed.len(), 1, "the one due delivery is claimed");
-        let outcomes = claimed
-            .iter()
-            .map(|c| outcome(c, Some(200), NextState::Delivered))
-            .collect();
-        store
-            .record_outcomes("node-a", outcomes, &quiet_policy())
-            .await
-            .expect("record");
-    };
+    let cycle = || deliver_one(&store, &hook);
     // Sequential scans of the deliveries table so far. A backend reports its counts when it goes
     // idle at least a second after its last report: wait, then run a statement that does not read
     // deliveries.

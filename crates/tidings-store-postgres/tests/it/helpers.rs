@@ -222,3 +222,21 @@ pub async fn woken(signal: &tokio::sync::Notify, within: Duration) -> bool {
         .await
         .is_ok()
 }
+
+/// Publishes one event to `webhook`, claims its delivery as `node-a` and records it delivered.
+pub async fn deliver_one(store: &dyn Store, webhook: &Webhook) {
+    publish_many(store, webhook, 1, now() - 1_000).await;
+    let claimed = store
+        .claim_due(&claim("node-a", now(), 10))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1, "the one due delivery is claimed");
+    let outcomes = claimed
+        .iter()
+        .map(|c| outcome(c, Some(200), NextState::Delivered))
+        .collect();
+    store
+        .record_outcomes("node-a", outcomes, &quiet_policy())
+        .await
+        .expect("record");
+}

@@ -3,6 +3,7 @@
 //! backends share is the store conformance suite's (crates/tidings/tests/store).
 
 mod claims;
+mod held;
 mod helpers;
 mod publish;
 mod record;

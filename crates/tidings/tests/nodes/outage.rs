@@ -41,7 +41,8 @@ async fn a_postgres_restart_costs_503s_and_no_accepted_event() {
         &[
             ("TIDINGS_CLAIM_LEASE_S", "3"),
             ("TIDINGS_RETRY_SCHEDULE", "[1,1]"),
-            ("TIDINGS_DATABASE_POOL_SIZE", "4"),
+            // Large enough for the hot paths to keep their connections through the restart.
+            ("TIDINGS_DATABASE_POOL_SIZE", "8"),
         ],
     )
     .await;
