@@ -105,9 +105,12 @@ impl SqliteStore {
             .map_err(|e| {
                 StoreError::Internal(format!("migrating the SQLite database failed: {e}"))
             })?;
+        // No ping before a reader is handed out: a file's connection cannot have been dropped by
+        // a server, and each ping is a round trip to the connection's worker thread.
         let reader = SqlitePoolOptions::new()
             .max_connections(options.readers.max(1))
             .acquire_timeout(Duration::from_secs(30))
+            .test_before_acquire(false)
             .connect_with(connect.read_only(true).pragma("cache_size", "-4000"))
             .await
             .map_err(map_err)?;
