@@ -123,15 +123,21 @@ pub fn router(state: AppState) -> Router {
             )
             .build(),
     );
-    let openapi = Arc::new(openapi);
+    openapi.paths.add_path_operation(
+        "/docs",
+        vec![utoipa::openapi::HttpMethod::Get],
+        utoipa::openapi::path::OperationBuilder::new()
+            .summary(Some(
+                "This document, readable and tryable in a browser (Swagger UI)",
+            ))
+            .tag("operations")
+            .security(utoipa::openapi::security::SecurityRequirement::default())
+            .response("200", utoipa::openapi::Response::new("An HTML page"))
+            .build(),
+    );
     router
-        .route(
-            "/openapi.json",
-            axum::routing::get(move || {
-                let openapi = openapi.clone();
-                async move { axum::Json(openapi.as_ref().clone()) }
-            }),
-        )
+        // Serves the document at /openapi.json and the page at /docs/, whose files are in the binary.
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi))
         // Unknown paths and methods answer in the API's error shape too.
         .merge(dashboard::router())
         .fallback(|| async { ApiError::NotFound("route_not_found") })

@@ -1932,6 +1932,45 @@ async fn metrics_count_published_events() {
 }
 
 #[tokio::test]
+async fn docs_serves_a_browsable_page_of_the_openapi_document_from_the_binary() {
+    let app = spawn_app().await;
+    let get = |path: &'static str| {
+        let request = app.http.get(app.url(path));
+        async move {
+            let response = request.send().await.expect("request sent");
+            let status = response.status();
+            let kind = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            (status, kind, response.text().await.expect("body"))
+        }
+    };
+    // No key needed: the page and its files, like the document, are public.
+    let (status, kind, page) = get("/docs").await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    assert!(kind.starts_with("text/html"), "{kind}");
+    assert!(page.contains("swagger-ui"), "{page}");
+    let (status, _, initializer) = get("/docs/swagger-initializer.js").await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    assert!(initializer.contains("/openapi.json"), "{initializer}");
+    // Served from the binary, not a CDN: the page works where the browser has no Internet.
+    let (status, kind, bundle) = get("/docs/swagger-ui-bundle.js").await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    assert!(kind.contains("javascript"), "{kind}");
+    assert!(bundle.len() > 100_000, "{} bytes", bundle.len());
+    assert!(
+        !page.contains("://cdn") && !page.contains("unpkg.com"),
+        "{page}"
+    );
+
+    let (_, doc) = app.request(Method::GET, "/openapi.json", None, None).await;
+    assert!(doc["paths"]["/docs"]["get"].is_object(), "{}", doc["paths"]);
+}
+
+#[tokio::test]
 async fn openapi_lists_every_v1_path_the_router_serves() {
     let app = spawn_app().await;
     let (status, doc) = app.request(Method::GET, "/openapi.json", None, None).await;
