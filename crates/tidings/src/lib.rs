@@ -2,6 +2,8 @@
 
 pub mod config;
 pub mod listen;
+pub mod publish;
+pub mod verify;
 
 use std::sync::{Arc, OnceLock};
 

@@ -58,6 +58,10 @@ enum Command {
         #[arg(long, default_value = "x-tidings-signature")]
         hmac_header: String,
     },
+    /// Publish an event through a running Tidings and print its id and deliveries.
+    Publish(tidings::publish::PublishOptions),
+    /// Check the signature of one delivery, as its receiver got it; exits 0 only if it verifies.
+    Verify(tidings::verify::VerifyOptions),
     /// Manage API keys.
     Key {
         #[command(subcommand)]
@@ -168,9 +172,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         })
         .await;
     }
+    let command = match cli.command {
+        Command::Publish(options) => {
+            let published = tidings::publish::run(&options).await?;
+            println!("{}", serde_json::to_string_pretty(&published)?);
+            return Ok(());
+        }
+        Command::Verify(options) => {
+            println!("verified ({})", tidings::verify::run(&options)?);
+            return Ok(());
+        }
+        command => command,
+    };
     let settings = Settings::load(cli.config.as_deref(), flags)?;
-    match cli.command {
-        Command::Listen { .. } => Ok(()),
+    match command {
+        Command::Listen { .. } | Command::Publish { .. } | Command::Verify { .. } => Ok(()),
         Command::Serve { .. } => {
             init_logging(settings.log_format == "json");
             let app = tidings::Application::build(&settings).await?;
