@@ -89,14 +89,24 @@ async fn run(pool: PgPool, held: Held, waiting: Arc<Mutex<mpsc::UnboundedReceive
             }
             requests
         };
-        write(&pool, &held, requests).await;
+        if let Some(unavailable) = write(&pool, &held, requests).await {
+            // The publishes that queued meanwhile would each wait as long to learn the same (a
+            // full connect or acquire timeout, one runner after another): they are answered now.
+            // A runner holding the queue is either idle (nothing is queued) or taking it.
+            if let Ok(mut waiting) = waiting.try_lock() {
+                while let Ok(request) = waiting.try_recv() {
+                    request.answer(Err(StoreError::Unavailable(unavailable.clone())));
+                }
+            }
+        }
     }
 }
 
 /// Writes `requests` in one statement and answers each. When that fails and there was more than
 /// one, each is written again on its own, so one publish the database refuses (its workspace was
-/// deleted meanwhile) fails alone; when the database cannot be reached, each gets that answer.
-async fn write(pool: &PgPool, held: &Held, requests: Vec<Request>) {
+/// deleted meanwhile) fails alone; when the database cannot be reached, each gets that answer, and
+/// so does the caller (the message).
+async fn write(pool: &PgPool, held: &Held, requests: Vec<Request>) -> Option<String> {
     let together = retrying("publishing events", || {
         let all: Vec<&[NewEvent]> = requests.iter().map(|r| r.events.as_slice()).collect();
         async move {
@@ -117,6 +127,7 @@ async fn write(pool: &PgPool, held: &Held, requests: Vec<Request>) {
             for request in requests {
                 request.answer(Err(StoreError::Unavailable(message.clone())));
             }
+            return Some(message);
         }
         Err(error) if requests.len() == 1 => {
             if let Some(request) = requests.into_iter().next() {
@@ -131,6 +142,7 @@ async fn write(pool: &PgPool, held: &Held, requests: Vec<Request>) {
             }
         }
     }
+    None
 }
 
 impl Request {

@@ -36,6 +36,9 @@ struct Kept {
 pub struct Held {
     slots: Vec<Mutex<Option<Kept>>>,
     keep: AtomicBool,
+    /// Whether a use finding every slot busy waits for one (a path whose uses run one at a time)
+    /// or takes a pool connection (one many callers share).
+    wait_for_slot: bool,
 }
 
 /// A slot's connection while one use holds it (or, with every slot busy, a pool connection).
@@ -51,14 +54,20 @@ pub struct Lease<'a> {
 impl Held {
     /// One slot: its uses run one at a time, each waiting for the one before.
     pub fn new(keep: bool) -> Self {
-        Self::with_slots(1, keep)
+        Self {
+            slots: vec![Mutex::new(None)],
+            keep: AtomicBool::new(keep),
+            wait_for_slot: true,
+        }
     }
 
-    /// Several slots: a use finding them all busy takes a connection from the pool.
-    pub fn with_slots(slots: usize, keep: bool) -> Self {
+    /// Slots shared by many callers: a use finding them all busy takes a connection from the pool
+    /// rather than wait (behind a use that may itself wait a whole acquire timeout).
+    pub fn shared(slots: usize, keep: bool) -> Self {
         Self {
             slots: (0..slots.max(1)).map(|_| Mutex::new(None)).collect(),
             keep: AtomicBool::new(keep),
+            wait_for_slot: false,
         }
     }
 
@@ -67,7 +76,7 @@ impl Held {
         let free = self.slots.iter().find_map(|slot| slot.try_lock().ok());
         let mut slot = match free {
             Some(slot) => slot,
-            None if self.slots.len() == 1 => self.slots[0].lock().await,
+            None if self.wait_for_slot => self.slots[0].lock().await,
             None => {
                 return Ok(Lease {
                     slot: None,

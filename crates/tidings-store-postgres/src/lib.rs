@@ -177,7 +177,7 @@ impl PostgresStore {
             gather,
             claiming: Held::new(keep),
             recording: Held::new(keep),
-            reading: Held::with_slots(reads, keep),
+            reading: Held::shared(reads, keep),
             pool,
             listen_pool,
             work,
