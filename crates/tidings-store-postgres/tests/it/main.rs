@@ -2,6 +2,7 @@
 //! limits, recording, wake-ups) and what nodes see while PostgreSQL is down. The behaviour both
 //! backends share is the store conformance suite's (crates/tidings/tests/store).
 
+mod cascades;
 mod claims;
 mod held;
 mod helpers;
