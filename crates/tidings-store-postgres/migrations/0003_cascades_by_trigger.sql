@@ -4,8 +4,8 @@
 -- the commit, and its deletion then removes the delivery); an attempt is inserted by the
 -- transaction that has just updated its delivery. Checking such a key took a trigger, a query
 -- and a row lock (a WAL record) per inserted row: with the three below dropped, the bench's
--- end-to-end row on PostgreSQL went from 3,195, 3,462 and 3,019 to 4,292, 3,876 and 4,049
--- deliveries/s. What the keys' ON DELETE CASCADE did is done by the triggers below, once per
+-- end-to-end row on PostgreSQL went from 3,411, 3,231 and 3,324 to 3,928, 3,744 and 4,136
+-- deliveries/s (runs alternating with the binary before). What the keys' ON DELETE CASCADE did is done by the triggers below, once per
 -- deleting statement.
 ALTER TABLE attempts DROP CONSTRAINT attempts_delivery_id_fkey;
 ALTER TABLE deliveries DROP CONSTRAINT deliveries_event_id_fkey;
