@@ -123,10 +123,8 @@ enum Claimed {
 }
 
 async fn claim_once(pool: &PgPool, held: &Held, claim: &Claim) -> TxResult<Claimed> {
-    let mut conn = held.lease(pool).await?;
-    let claimed = claim_on(&mut conn, claim).await;
-    conn.finish(&claimed);
-    claimed
+    held.run(pool, async |conn| claim_on(conn, claim).await)
+        .await
 }
 
 async fn claim_on(conn: &mut PgConnection, claim: &Claim) -> TxResult<Claimed> {

@@ -110,10 +110,8 @@ async fn write(pool: &PgPool, held: &Held, requests: Vec<Request>) -> Option<Str
     let together = retrying("publishing events", || {
         let all: Vec<&[NewEvent]> = requests.iter().map(|r| r.events.as_slice()).collect();
         async move {
-            let mut conn = held.lease(pool).await?;
-            let answers = events::insert_requests(&mut conn, &all).await;
-            conn.finish(&answers);
-            answers
+            held.run(pool, async |conn| events::insert_requests(conn, &all).await)
+                .await
         }
     })
     .await;

@@ -42,8 +42,8 @@ pub struct Held {
 }
 
 /// A slot's connection while one use holds it (or, with every slot busy, a pool connection).
-/// Dropped without [`Lease::finish`] (the use was cancelled, or returned early), the connection goes
-/// back to the pool, which checks it.
+/// Dropped before its use ends (the use was cancelled), the connection goes back to the pool, which
+/// checks it.
 pub struct Lease<'a> {
     slot: Option<MutexGuard<'a, Option<Kept>>>,
     conn: PoolConnection<Postgres>,
@@ -72,7 +72,7 @@ impl Held {
     }
 
     /// A free slot's connection (checked first if it sat idle), or one from the pool.
-    pub async fn lease(&self, pool: &PgPool) -> Result<Lease<'_>, sqlx::Error> {
+    async fn lease(&self, pool: &PgPool) -> Result<Lease<'_>, sqlx::Error> {
         let free = self.slots.iter().find_map(|slot| slot.try_lock().ok());
         let mut slot = match free {
             Some(slot) => slot,
@@ -108,6 +108,33 @@ impl Held {
         })
     }
 
+    /// Runs `work` (a transaction, or a statement) on a kept connection, which is kept for the next
+    /// use unless the work failed in the driver or the database (it may be broken; the pool checks
+    /// it).
+    pub async fn run<T>(
+        &self,
+        pool: &PgPool,
+        work: impl AsyncFnOnce(&mut PgConnection) -> TxResult<T>,
+    ) -> TxResult<T> {
+        let mut conn = self.lease(pool).await?;
+        let result = work(&mut conn).await;
+        conn.end(!matches!(result, Err(TxError::Sql(_))));
+        result
+    }
+
+    /// Runs a read on a kept connection, which is kept unless the read failed other than by
+    /// finding nothing.
+    pub async fn read<T>(
+        &self,
+        pool: &PgPool,
+        work: impl AsyncFnOnce(&mut PgConnection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let mut conn = self.lease(pool).await.map_err(crate::map_err)?;
+        let result = work(&mut conn).await;
+        conn.end(matches!(result, Ok(_) | Err(StoreError::NotFound)));
+        result
+    }
+
     /// Gives the kept connections back to the pool and keeps none from now on: the pool waits for
     /// every connection when it closes. Waits for uses in progress first.
     pub async fn give_back(&self) {
@@ -119,19 +146,6 @@ impl Held {
 }
 
 impl Lease<'_> {
-    /// Ends a use made in a transaction: the connection is kept for the next unless it failed in
-    /// the driver or the database (the connection may be broken; the pool checks it).
-    pub fn finish<T>(self, result: &TxResult<T>) {
-        let sound = !matches!(result, Err(TxError::Sql(_)));
-        self.end(sound);
-    }
-
-    /// Ends a read: the connection is kept unless it failed other than by finding nothing.
-    pub fn finish_read<T>(self, result: &StoreResult<T>) {
-        let sound = matches!(result, Ok(_) | Err(StoreError::NotFound));
-        self.end(sound);
-    }
-
     fn end(self, sound: bool) {
         let keep = self.keep.load(Ordering::Relaxed) && sound;
         if let Some(mut slot) = self.slot

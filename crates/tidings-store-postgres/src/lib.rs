@@ -214,10 +214,8 @@ impl Store for PostgresStore {
         tenants::create_workspace(&self.pool, workspace).await
     }
     async fn get_workspace(&self, id: &str) -> StoreResult<Workspace> {
-        let mut conn = self.reading.lease(&self.pool).await.map_err(map_err)?;
-        let workspace = tenants::get_workspace(&mut *conn, id).await;
-        conn.finish_read(&workspace);
-        workspace
+        let read = async |conn: &mut _| tenants::get_workspace(conn, id).await;
+        self.reading.read(&self.pool, read).await
     }
     async fn list_workspaces(&self, page: &Page) -> StoreResult<Vec<Workspace>> {
         tenants::list_workspaces(&self.pool, page).await
@@ -233,10 +231,8 @@ impl Store for PostgresStore {
         tenants::create_api_key(&self.pool, key).await
     }
     async fn get_api_key(&self, id: &str) -> StoreResult<ApiKey> {
-        let mut conn = self.reading.lease(&self.pool).await.map_err(map_err)?;
-        let key = tenants::get_api_key(&mut *conn, id).await;
-        conn.finish_read(&key);
-        key
+        let read = async |conn: &mut _| tenants::get_api_key(conn, id).await;
+        self.reading.read(&self.pool, read).await
     }
     async fn list_api_keys(&self, workspace_id: Option<&str>) -> StoreResult<Vec<ApiKey>> {
         tenants::list_api_keys(&self.pool, workspace_id).await

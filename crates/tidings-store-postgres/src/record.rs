@@ -118,10 +118,10 @@ async fn record_once(
     outcomes: &[&Outcome],
     policy: &HealthPolicy,
 ) -> TxResult<()> {
-    let mut conn = held.lease(pool).await?;
-    let recorded = record_on(&mut conn, node, outcomes, policy).await;
-    conn.finish(&recorded);
-    recorded
+    held.run(pool, async |conn| {
+        record_on(conn, node, outcomes, policy).await
+    })
+    .await
 }
 
 async fn record_on(

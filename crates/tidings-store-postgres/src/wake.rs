@@ -29,17 +29,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 pub async fn announce(pool: PgPool, held: Held, wanted: Arc<Notify>, me: Arc<str>) {
     loop {
         wanted.notified().await;
-        let sent = async {
-            let mut conn = held.lease(&pool).await?;
-            let sent = sqlx::query("SELECT pg_notify($1, $2)")
+        let sent = held.run(&pool, async |conn| {
+            sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(CHANNEL)
                 .bind(&*me)
-                .execute(&mut *conn)
+                .execute(conn)
                 .await
-                .map_err(TxError::from);
-            conn.finish(&sent);
-            sent
-        };
+                .map_err(TxError::from)
+        });
         if let Err(error) = sent.await.map_err(tidings_store::StoreError::from) {
             // Other nodes still find the work by polling; the next request tries again.
             tracing::warn!(%error, "telling other nodes about due work failed");

@@ -28,7 +28,7 @@ pub async fn run(options: ListenOptions) -> anyhow::Result<()> {
     let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
         let options = options.clone();
         async move {
-            let verdict = options.secret.as_deref().map(|secret| verify(secret, &options.hmac_header, &headers, &body, Some(i64::from(DEFAULT_TOLERANCE_S))));
+            let verdict = options.secret.as_deref().map(|secret| verify(secret, &options.hmac_header, &headers, &body, Some(DEFAULT_TOLERANCE_S)));
             let payload: serde_json::Value =
                 serde_json::from_slice(&body).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
             let line = serde_json::json!({

@@ -159,20 +159,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         flags.allow_private_targets = allow_private_targets.then_some(true);
         flags.allow_http_targets = allow_http_targets.then_some(true);
     }
-    if let Command::Listen {
-        addr,
-        secret,
-        hmac_header,
-    } = cli.command
-    {
-        return tidings::listen::run(tidings::listen::ListenOptions {
+    // Commands that need no settings and no storage.
+    let command = match cli.command {
+        Command::Listen {
             addr,
             secret,
-            hmac_header: hmac_header.to_ascii_lowercase(),
-        })
-        .await;
-    }
-    let command = match cli.command {
+            hmac_header,
+        } => {
+            return tidings::listen::run(tidings::listen::ListenOptions {
+                addr,
+                secret,
+                hmac_header: hmac_header.to_ascii_lowercase(),
+            })
+            .await;
+        }
         Command::Publish(options) => {
             let published = tidings::publish::run(&options).await?;
             println!("{}", serde_json::to_string_pretty(&published)?);

@@ -19,7 +19,7 @@ pub fn verify(
     hmac_header: &str,
     headers: &HeaderMap,
     body: &[u8],
-    tolerance_s: Option<i64>,
+    tolerance_s: Option<u32>,
 ) -> Result<&'static str, String> {
     if let Some(signature) = header(headers, "webhook-signature") {
         let id = header(headers, "webhook-id").ok_or("webhook-id is missing")?;
@@ -27,7 +27,7 @@ pub fn verify(
             .and_then(|t| t.parse().ok())
             .ok_or("webhook-timestamp is missing or not a number")?;
         let age = (tidings_core::now_millis() / 1000 - timestamp).abs();
-        if let Some(tolerance) = tolerance_s.filter(|&t| age > t) {
+        if let Some(tolerance) = tolerance_s.filter(|&t| age > i64::from(t)) {
             return Err(format!(
                 "webhook-timestamp is {age} s away from now (more than {tolerance} s)"
             ));
@@ -99,7 +99,7 @@ pub fn run(options: &VerifyOptions) -> anyhow::Result<&'static str> {
         &options.hmac_header.to_ascii_lowercase(),
         &headers,
         &body,
-        (options.tolerance > 0).then_some(i64::from(options.tolerance)),
+        (options.tolerance > 0).then_some(options.tolerance),
     )
     .map_err(|reason| anyhow::anyhow!("not verified: {reason}"))
 }

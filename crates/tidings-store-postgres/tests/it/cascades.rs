@@ -14,6 +14,14 @@ async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
         .expect("count rows")
 }
 
+/// Asserts `tables` hold no rows; `why` says what a row there would mean.
+async fn assert_empty(pool: &sqlx::PgPool, tables: &[&str], why: &str) {
+    for table in tables {
+        let left = count(pool, &format!("SELECT COUNT(*) FROM {table}")).await;
+        assert_eq!(left, 0, "{table}: {why}");
+    }
+}
+
 #[tokio::test]
 async fn deleting_events_webhooks_or_deliveries_takes_what_hangs_off_them() {
     let url = tidings_testkit::postgres::fresh_database().await;
@@ -55,10 +63,8 @@ async fn deleting_events_webhooks_or_deliveries_takes_what_hangs_off_them() {
         .delete_workspace(&home.id)
         .await
         .expect("delete the workspace");
-    for table in ["events", "deliveries", "attempts", "webhooks"] {
-        let left = count(&look, &format!("SELECT COUNT(*) FROM {table}")).await;
-        assert_eq!(left, 0, "{table} left behind");
-    }
+    let tables = ["events", "deliveries", "attempts", "webhooks"];
+    assert_empty(&look, &tables, "left behind by the workspace's deletion").await;
     store.close().await;
 }
 
@@ -86,10 +92,8 @@ async fn a_test_send_for_a_webhook_deleted_meanwhile_is_not_stored() {
         store.record_test_send(event, sent).await,
         Err(StoreError::NotFound)
     ));
-    for table in ["events", "deliveries", "attempts"] {
-        let left = count(&look, &format!("SELECT COUNT(*) FROM {table}")).await;
-        assert_eq!(left, 0, "{table} has a row of the refused test send");
-    }
+    let tables = ["events", "deliveries", "attempts"];
+    assert_empty(&look, &tables, "a row of the refused test send").await;
     store.close().await;
 }
 
