@@ -3,6 +3,7 @@
 //! `run` measures every phase and returns the figures; `main.rs` prints them and writes the JSON.
 
 pub mod api;
+pub mod cpu;
 pub mod phases;
 pub mod receiver;
 pub mod report;

@@ -205,6 +205,14 @@ impl Cluster {
             .map_err(|e| format!("cannot start the cluster watchdog: {e}"))
     }
 
+    /// The server's process id (its `postmaster.pid`), while it runs.
+    pub fn server_pid(&self) -> Option<u32> {
+        let dir = self.dir.as_ref()?;
+        let pid_file =
+            std::fs::read_to_string(dir.path().join("data").join("postmaster.pid")).ok()?;
+        pid_file.lines().next()?.trim().parse().ok()
+    }
+
     /// The admin URL (database `postgres`, user `postgres`).
     pub fn admin_url(&self) -> &str {
         &self.admin_url

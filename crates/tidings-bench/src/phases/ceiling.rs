@@ -31,6 +31,7 @@ pub async fn run(config: &Config, receiver: &Receiver, report: &mut Report) -> a
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let base = receiver.stats.requests();
+    let cpu_before = crate::cpu::process_cpu(std::process::id()).unwrap_or_default();
     let started = Instant::now();
     let deadline = started + config.ceiling_duration;
     let mut workers = tokio::task::JoinSet::new();
@@ -57,6 +58,9 @@ pub async fn run(config: &Config, receiver: &Receiver, report: &mut Report) -> a
         bar.set_position(started.elapsed().as_millis() as u64);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = crate::cpu::process_cpu(std::process::id())
+        .unwrap_or_default()
+        .saturating_sub(cpu_before);
     bar.finish();
     let ok = ok.load(Ordering::Relaxed);
     let failed = failed.load(Ordering::Relaxed);
@@ -80,6 +84,12 @@ pub async fn run(config: &Config, receiver: &Receiver, report: &mut Report) -> a
         served as f64 / elapsed,
         "requests/s",
         "the receiver's own count during the ceiling: its limit on this machine (shares the cores with the client)",
+    );
+    report.add(
+        "ceiling CPU per request",
+        cpu.as_secs_f64() * 1e6 / ok.max(1) as f64,
+        "µs",
+        "CPU time (user + system) of the bench process, client and receiver together, per request",
     );
     Ok(ceiling)
 }

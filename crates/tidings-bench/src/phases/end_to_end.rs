@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::{Backend, Setup, wait_for_requests};
 use crate::Config;
+use crate::cpu::CpuMeter;
 use crate::receiver::Receiver;
 use crate::report::Report;
 use crate::tidings_process::TidingsProcess;
@@ -39,6 +40,11 @@ pub async fn run(
     bar.set_message("delivered");
     let base = receiver.stats.requests();
     let next = Arc::new(AtomicUsize::new(0));
+    let postgres = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres { server } => server,
+    };
+    let cpu = CpuMeter::start(tidings.pid(), postgres);
     let started = Instant::now();
     let mut publishers = tokio::task::JoinSet::new();
     for _ in 0..PUBLISHERS {
@@ -72,6 +78,7 @@ pub async fn run(
     while let Some(done) = publishers.join_next().await {
         done??;
     }
+    let [tidings_cpu, bench_cpu, postgres_cpu] = cpu.per_event(total as u64);
     bar.finish();
     let elapsed = arrived.saturating_duration_since(started).as_secs_f64();
     let rate = total as f64 / elapsed;
@@ -90,7 +97,27 @@ pub async fn run(
         "target ≥ 50 %",
     );
 
-    if backend == Backend::Postgres {
+    report.add(
+        &backend.row("end-to-end CPU per delivery: Tidings"),
+        tidings_cpu,
+        "µs",
+        "CPU time (user + system) of the tidings process over the phase / deliveries",
+    );
+    report.add(
+        &backend.row("end-to-end CPU per delivery: bench"),
+        bench_cpu,
+        "µs",
+        "the same for the bench process: its publishers and the receiver",
+    );
+    if postgres.is_some() {
+        report.add(
+            &backend.row("end-to-end CPU per delivery: PostgreSQL"),
+            postgres_cpu,
+            "µs",
+            "the same for the PostgreSQL server and its backends",
+        );
+    }
+    if backend != Backend::Sqlite {
         return Ok(());
     }
     // Let the last outcomes be recorded before weighing the files.

@@ -92,7 +92,9 @@ pub async fn run_all(config: &Config, report: &mut Report) -> anyhow::Result<()>
                     &setup,
                     &receiver,
                     ceiling,
-                    Backend::Postgres,
+                    Backend::Postgres {
+                        server: cluster.server_pid(),
+                    },
                     report,
                 )
                 .await?;
@@ -110,7 +112,9 @@ pub async fn run_all(config: &Config, report: &mut Report) -> anyhow::Result<()>
                     &mut tidings,
                     &setup,
                     &receiver,
-                    Backend::Postgres,
+                    Backend::Postgres {
+                        server: cluster.server_pid(),
+                    },
                     report,
                 )
                 .await?;
@@ -157,14 +161,17 @@ pub async fn run_all(config: &Config, report: &mut Report) -> anyhow::Result<()>
 #[derive(Clone, Copy, PartialEq)]
 pub(crate) enum Backend {
     Sqlite,
-    Postgres,
+    /// With the server's process id, whose CPU time (and its children's) the phase counts.
+    Postgres {
+        server: Option<u32>,
+    },
 }
 
 impl Backend {
     pub(crate) fn row(self, name: &str) -> String {
         match self {
             Backend::Sqlite => name.to_owned(),
-            Backend::Postgres => format!("{name} (PostgreSQL)"),
+            Backend::Postgres { .. } => format!("{name} (PostgreSQL)"),
         }
     }
 }
