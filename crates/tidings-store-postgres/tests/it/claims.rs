@@ -127,7 +127,11 @@ async fn per_webhook_concurrency_holds_across_nodes_claiming_at_once() {
     let busy = webhook(&a, &ws.id).await;
     let quiet = webhook(&a, &ws.id).await;
     let at = now() - 1_000;
-    publish_many(&a, &busy, 200, at).await;
+    // Fewer than a claim's window (twice its limit of 50) so that every claim sees the quiet
+    // webhook's deliveries behind the busy one's, whether or not the claims overlap: with more,
+    // only claims skipping each other's locked rows reach them. (In the dispatcher a full lane is
+    // left out of the next claim instead.)
+    publish_many(&a, &busy, 60, at).await;
     publish_many(&a, &quiet, 3, at).await;
     let (a, b) = (Arc::new(a), Arc::new(b));
     let limited = |i: usize| Claim {
