@@ -83,7 +83,9 @@ impl Application {
                     .unwrap_or(i64::MAX),
                 retry_schedule: settings.retry_schedule.clone(),
                 per_webhook_concurrency: settings.per_webhook_concurrency,
-                per_webhook_claims: settings.per_webhook_concurrency.saturating_mul(16),
+                // Deep enough that a busy lane refilled at half (a claim takes at most 256) does
+                // not run dry while its claim waits behind publishing commits.
+                per_webhook_claims: settings.per_webhook_concurrency.saturating_mul(32),
                 max_in_flight: settings.max_in_flight,
                 allow_private_targets: settings.allow_private_targets,
                 health: HealthPolicy {
