@@ -72,8 +72,9 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory")
-            // Page cache per connection (KiB): the writer gets more, the readers little, so memory
-            // stays flat however many deliveries are pending.
+            // Page cache per connection (KiB): this one, for the other writes, gets more; the
+            // readers and the writer's own connection little, so memory stays flat however many
+            // deliveries are pending.
             .pragma("cache_size", "-16000");
         let database = connect.get_filename().to_owned();
         // The writer opens the file itself; an in-memory database would be a second, empty one.

@@ -203,9 +203,14 @@ pub fn spawn(
     .map_err(|e| unavailable(&e))?;
     // The WAL's sync is the syncer's (or SQLite's, per commit, see `commit`); other writes use
     // their own connection with every commit synced.
+    //
+    // The page cache is kept small because every commit walks all of it: rebalancing a b-tree
+    // parks a page under the lock-byte page's number (page 262,145), and each commit then drops
+    // the cached pages past the end of the database by scanning the whole page hash. With 16 MiB
+    // that scan was 2.6 % of the process's CPU under load; 4 MiB cost less overall (BENCHMARKS.md).
     conn.execute_batch(
         "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA temp_store = memory;
-         PRAGMA cache_size = -16000; PRAGMA synchronous = NORMAL",
+         PRAGMA cache_size = -4000; PRAGMA synchronous = NORMAL",
     )
     .map_err(|e| unavailable(&e))?;
     // SQLite otherwise plans around some bound values (a `LIMIT ?`, for one) and prepares such a
