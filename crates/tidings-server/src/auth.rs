@@ -3,6 +3,10 @@
 //! A key reads `tdk_<32 hex id>_<secret>`. Only the SHA-256 of the secret is stored; the lookup is
 //! by id and the hash comparison is constant-time.
 
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::Duration;
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use base64::Engine;
@@ -14,12 +18,12 @@ use tidings_core::ids::{IdKind, is_id, new_id};
 use tidings_store::{ApiKey, KeyScope, Store, StoreError};
 
 use crate::AppState;
+use crate::cache::Fresh;
 use crate::error::{ApiError, ApiResult};
 
 /// Who is calling.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub key_id: String,
     pub scope: KeyScope,
     pub workspace_id: Option<String>,
     /// Signed in through a portal session (the dashboard link), not an API key.
@@ -30,7 +34,6 @@ impl Caller {
     /// A portal session: acts like a workspace key of that workspace.
     pub fn portal(workspace_id: String) -> Self {
         Self {
-            key_id: "portal".into(),
             scope: KeyScope::Workspace,
             workspace_id: Some(workspace_id),
             portal: true,
@@ -85,28 +88,76 @@ pub async fn issue_key(
     Ok((key, format!("{id}_{secret}")))
 }
 
-/// Checks a presented token against storage.
-pub async fn authenticate(store: &dyn Store, token: &str) -> ApiResult<Caller> {
-    let (id, secret) = token.split_at_checked(36).ok_or(ApiError::Unauthorized)?;
-    let secret = secret.strip_prefix('_').ok_or(ApiError::Unauthorized)?;
-    if !is_id(IdKind::ApiKey, id) {
-        return Err(ApiError::Unauthorized);
+/// API keys by id, as storage last gave them, so that a request reads no key: one read per request
+/// was a round trip as long as a publish's own write. A key revoked, or its workspace deleted,
+/// through this node is forgotten at once; through another node or the CLI, it stops working when
+/// its entry is loaded again.
+#[derive(Default)]
+pub struct KeyCache {
+    entries: RwLock<HashMap<String, Fresh<ApiKey>>>,
+}
+
+/// How long a key is used as loaded.
+pub const KEY_REFRESH: Duration = Duration::from_secs(1);
+
+/// Above this many entries, inserting one first drops those that are out of date.
+const KEY_CACHE_PRUNE: usize = 10_000;
+
+impl KeyCache {
+    pub fn forget(&self, key_id: &str) {
+        self.write().remove(key_id);
     }
-    let key = match store.get_api_key(id).await {
-        Ok(key) => key,
-        Err(StoreError::NotFound) => return Err(ApiError::Unauthorized),
-        Err(other) => return Err(other.into()),
-    };
-    let matches: bool = hash_secret(secret).ct_eq(&key.secret_hash).into();
-    if !matches || key.revoked_at.is_some() {
-        return Err(ApiError::Unauthorized);
+
+    /// Forgets the keys of a deleted workspace (deleted with it).
+    pub fn forget_workspace(&self, workspace_id: &str) {
+        self.write()
+            .retain(|_, entry| entry.peek().workspace_id.as_deref() != Some(workspace_id));
     }
-    Ok(Caller {
-        key_id: key.id,
-        scope: key.scope,
-        workspace_id: key.workspace_id,
-        portal: false,
-    })
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Fresh<ApiKey>>> {
+        self.entries.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks a presented token against its key, loaded from storage when not cached or out of date.
+    pub async fn authenticate(&self, store: &dyn Store, token: &str) -> ApiResult<Caller> {
+        let (id, secret) = token.split_at_checked(36).ok_or(ApiError::Unauthorized)?;
+        let secret = secret.strip_prefix('_').ok_or(ApiError::Unauthorized)?;
+        if !is_id(IdKind::ApiKey, id) {
+            return Err(ApiError::Unauthorized);
+        }
+        let cached = self
+            .entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .and_then(|entry| entry.get(KEY_REFRESH))
+            .cloned();
+        let key = match cached {
+            Some(key) => key,
+            // Only keys that exist are kept, so made-up ids cannot fill the cache.
+            None => match store.get_api_key(id).await {
+                Ok(key) => {
+                    let mut entries = self.write();
+                    if entries.len() >= KEY_CACHE_PRUNE {
+                        entries.retain(|_, entry| entry.get(KEY_REFRESH).is_some());
+                    }
+                    entries.insert(key.id.clone(), Fresh::new(key.clone()));
+                    key
+                }
+                Err(StoreError::NotFound) => return Err(ApiError::Unauthorized),
+                Err(other) => return Err(other.into()),
+            },
+        };
+        let matches: bool = hash_secret(secret).ct_eq(&key.secret_hash).into();
+        if !matches || key.revoked_at.is_some() {
+            return Err(ApiError::Unauthorized);
+        }
+        Ok(Caller {
+            scope: key.scope,
+            workspace_id: key.workspace_id,
+            portal: false,
+        })
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -128,6 +179,6 @@ impl FromRequestParts<AppState> for Caller {
         if crate::portal::is_portal_token(token) {
             return crate::portal::verify(state, token).await;
         }
-        authenticate(state.store.as_ref(), token).await
+        state.keys.authenticate(state.store.as_ref(), token).await
     }
 }

@@ -22,4 +22,9 @@ impl<T> Fresh<T> {
     pub fn get(&self, ttl: Duration) -> Option<&T> {
         (self.loaded.elapsed() < ttl).then_some(&self.value)
     }
+
+    /// The value, however old.
+    pub fn peek(&self) -> &T {
+        &self.value
+    }
 }

@@ -21,7 +21,7 @@ use tidings_store::Store;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-pub use auth::{authenticate, issue_key};
+pub use auth::{KEY_REFRESH, issue_key};
 pub use error::ApiError;
 
 /// Server-wide settings the API enforces.
@@ -54,6 +54,7 @@ pub struct AppState {
     pub dispatcher: Dispatcher,
     types: Arc<types::EventTypes>,
     fanout: Arc<v1::events::FanoutCache>,
+    keys: Arc<auth::KeyCache>,
     portal_key: Arc<tokio::sync::OnceCell<Vec<u8>>>,
 }
 
@@ -71,6 +72,7 @@ impl AppState {
             dispatcher,
             types: Arc::new(types::EventTypes::default()),
             fanout: Arc::new(v1::events::FanoutCache::default()),
+            keys: Arc::new(auth::KeyCache::default()),
             portal_key: Arc::new(tokio::sync::OnceCell::new()),
         }
     }

@@ -13,6 +13,9 @@ const MAX_RETRIES: u32 = 4;
 pub fn map_err(error: sqlx::Error) -> StoreError {
     match &error {
         sqlx::Error::RowNotFound => StoreError::NotFound,
+        // What the row names is gone: a workspace deleted through another node while this one's
+        // view of it was still cached.
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             StoreError::Conflict(db.message().to_owned())
         }

@@ -13,7 +13,7 @@ use tidings_core::data::{self, Data};
 use tidings_core::ids::{IdKind, is_id, new_id};
 use tidings_core::matching::{EventScope, apply_precedence, level, matches};
 use tidings_core::webhook::WebhookState;
-use tidings_store::{DeliveryStatus, Event, NewDelivery, NewEvent, Webhook, Workspace};
+use tidings_store::{DeliveryStatus, Event, NewDelivery, NewEvent, StoreError, Webhook, Workspace};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
@@ -42,11 +42,19 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_event))
 }
 
-/// Webhooks per workspace as fan-out sees them, refreshed after local changes and every few seconds
-/// (changes made through another node).
+/// What fan-out reads of a workspace: the workspace itself (its level precedence) and its webhooks.
+pub struct Fanout {
+    pub workspace: Workspace,
+    pub webhooks: Vec<Webhook>,
+}
+
+/// Fan-out's view of each workspace, loaded again after changes made through this node and every
+/// few seconds (changes made through another node). Publishing reads nothing else per request: a
+/// workspace read and a webhooks read per publish were two round trips each, as many as the
+/// publish's own write.
 #[derive(Default)]
 pub struct FanoutCache {
-    entries: RwLock<HashMap<String, Fresh<Arc<Vec<Webhook>>>>>,
+    entries: RwLock<HashMap<String, Fresh<Arc<Fanout>>>>,
 }
 
 const FANOUT_REFRESH: Duration = Duration::from_secs(2);
@@ -59,22 +67,29 @@ impl FanoutCache {
             .remove(workspace_id);
     }
 
-    async fn webhooks(&self, state: &AppState, workspace_id: &str) -> ApiResult<Arc<Vec<Webhook>>> {
-        if let Some(hooks) = self
+    /// The workspace `id` and its webhooks, as the caller may see them (404 otherwise).
+    async fn get(&self, state: &AppState, caller: &Caller, id: &str) -> ApiResult<Arc<Fanout>> {
+        caller.check_workspace(id)?;
+        if let Some(fanout) = self
             .entries
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(workspace_id)
+            .get(id)
             .and_then(|f| f.get(FANOUT_REFRESH))
         {
-            return Ok(hooks.clone());
+            return Ok(fanout.clone());
         }
-        let hooks = Arc::new(state.store.workspace_webhooks(workspace_id).await?);
+        let workspace = super::workspace(state, caller, id).await?;
+        let webhooks = state.store.workspace_webhooks(id).await?;
+        let fanout = Arc::new(Fanout {
+            workspace,
+            webhooks,
+        });
         self.entries
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(workspace_id.to_owned(), Fresh::new(hooks.clone()));
-        Ok(hooks)
+            .insert(id.to_owned(), Fresh::new(fanout.clone()));
+        Ok(fanout)
     }
 }
 
@@ -266,8 +281,8 @@ async fn publish(
             "a portal session cannot publish events".into(),
         ));
     }
-    let workspace = super::workspace(state, caller, ws).await?;
-    let webhooks = state.fanout.webhooks(state, &workspace.id).await?;
+    let fanout = state.fanout.get(state, caller, ws).await?;
+    let (workspace, webhooks) = (&fanout.workspace, &fanout.webhooks);
     let now = tidings_core::now_millis();
     let mut prepared = Vec::with_capacity(events.len());
     for (index, event) in events.into_iter().enumerate() {
@@ -276,11 +291,19 @@ async fn publish(
         } else {
             String::new()
         };
-        prepared.push(prepare(state, &workspace, &webhooks, event, &at, now).await?);
+        prepared.push(prepare(state, workspace, webhooks, event, &at, now).await?);
     }
     let count = prepared.len() as u64;
     // Durable before we answer: publish returns only after the commit.
-    let published = state.store.publish(prepared).await?;
+    let published = match state.store.publish(prepared).await {
+        Ok(published) => published,
+        Err(StoreError::NotFound) => {
+            // Deleted through another node since fan-out loaded it.
+            state.fanout.forget(ws);
+            return Err(ApiError::NotFound("workspace_not_found"));
+        }
+        Err(other) => return Err(other.into()),
+    };
     metrics::counter!("tidings_events_published_total").increment(count);
     Ok(published
         .into_iter()

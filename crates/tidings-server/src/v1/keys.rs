@@ -141,5 +141,6 @@ async fn revoke_key(
         .store
         .revoke_api_key(&id, tidings_core::now_millis())
         .await?;
+    state.keys.forget(&id);
     Ok(StatusCode::NO_CONTENT)
 }

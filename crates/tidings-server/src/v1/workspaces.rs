@@ -162,5 +162,6 @@ async fn delete_workspace(
     super::workspace(&state, &caller, &ws).await?;
     state.store.delete_workspace(&ws).await?;
     state.fanout.forget(&ws);
+    state.keys.forget_workspace(&ws);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -280,6 +280,21 @@ async fn revoked_key_is_401() {
 }
 
 #[tokio::test]
+async fn a_deleted_workspaces_keys_are_401_at_once() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace().await;
+    let (_, key) = app.workspace_key(&ws).await;
+    let path = format!("/v1/workspaces/{ws}");
+    let (status, body) = app.request(Method::GET, &path, Some(&key), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (status, body) = app.delete(&path).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, body) = app.request(Method::GET, &path, Some(&key), None).await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
 async fn workspace_key_acts_on_its_own_workspace() {
     let app = spawn_app().await;
     let ws = app.create_workspace().await;

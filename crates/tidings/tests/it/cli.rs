@@ -551,3 +551,37 @@ async fn publish_and_verify_explain_what_is_wrong() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_key_revoked_by_the_command_line_stops_working_on_the_running_server() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace().await;
+    let (id, key) = app.workspace_key(&ws).await;
+    let read = |key: String| {
+        let request = app
+            .http
+            .get(format!("{}/v1/workspaces/{ws}", app.address))
+            .bearer_auth(key);
+        async move { request.send().await.expect("answer").status().as_u16() }
+    };
+    // The server now holds the key.
+    assert_eq!(read(key.clone()).await, 200);
+
+    let database = crate::helpers::database_url(app.dir.path());
+    let (ok, _, stderr) =
+        tidings_async(&["key", "revoke", &id, "--database-url", &database], b"").await;
+    assert!(ok, "{stderr}");
+    let deadline = Instant::now() + tidings_server::KEY_REFRESH + Duration::from_secs(4);
+    loop {
+        let status = read(key.clone()).await;
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            Instant::now() < deadline,
+            "the revoked key still works on the server"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,7 +1,8 @@
 //! Several real `tidings serve` processes sharing one PostgreSQL database: deliveries are claimed
 //! so each goes out once, per-webhook limits hold across nodes, a killed node's deliveries are
 //! taken over once its claims run out, operations sent to two nodes at once act once, and a
-//! database restart costs 503s, never an accepted event.
+//! database restart costs 503s, never an accepted event; what a node caches follows changes made
+//! through another.
 
 #[path = "../it/helpers.rs"]
 mod helpers;
@@ -11,6 +12,7 @@ mod endpoint;
 mod process;
 mod sockets;
 
+mod caches;
 mod outage;
 mod sharing;
 mod takeover;
