@@ -1,8 +1,8 @@
 //! Publishes without idempotency keys that arrive while others are being written share one
-//! statement: a few runner tasks each take every publish waiting when they come free and insert
-//! them all at once. Each statement is a round trip, an executor start and a commit that waits for
-//! its WAL flush; under load, single publishes were mostly that. One that arrives to an idle runner
-//! is written at once, alone, as before.
+//! statement: runner tasks (the store starts one) each take every publish waiting when they come
+//! free and insert them all at once. Each statement is a round trip, an executor start and a
+//! commit that waits for its WAL flush; under load, single publishes were mostly that. One that
+//! arrives to an idle runner is written at once, alone, as before.
 
 use std::sync::Arc;
 

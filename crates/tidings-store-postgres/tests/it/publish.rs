@@ -109,8 +109,8 @@ async fn a_statement_past_the_timeout_is_unavailable_and_stores_nothing() {
     assert_eq!(setup.count_pending().await.expect("count"), 0);
 }
 
-/// The store's publishing runners: a quarter of the helpers' 8 connections.
-const RUNNERS: usize = 2;
+/// The store's publishing runners.
+const RUNNERS: usize = 1;
 
 /// Publishes `queued` while every runner is held by a publish waiting on a table lock, so that all
 /// of them are queued before any runner comes free; returns their answers and how many
