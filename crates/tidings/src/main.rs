@@ -92,7 +92,7 @@ enum KeyCommand {
         #[arg(long, default_value = "")]
         name: String,
     },
-    /// Revoke an API key by id (tdk_...).
+    /// Revoke an API key by id (tdk_...); a running server refuses it within a second.
     Revoke { id: String },
 }
 

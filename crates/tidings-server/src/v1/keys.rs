@@ -125,7 +125,8 @@ async fn list_keys(
     Ok(Json(keys.into_iter().map(|k| view(k, None)).collect()))
 }
 
-/// Revoke an API key; it stops working at once.
+/// Revoke an API key. It stops working at once on the node that revoked it, and within a second on
+/// the others (each keeps the keys it uses for a second).
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn revoke_key(
