@@ -3,8 +3,6 @@
 //! A key reads `tdk_<32 hex id>_<secret>`. Only the SHA-256 of the secret is stored; the lookup is
 //! by id and the hash comparison is constant-time.
 
-use std::collections::HashMap;
-use std::sync::RwLock;
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
@@ -18,7 +16,7 @@ use tidings_core::ids::{IdKind, is_id, new_id};
 use tidings_store::{ApiKey, KeyScope, Store, StoreError};
 
 use crate::AppState;
-use crate::cache::Fresh;
+use crate::cache::FreshMap;
 use crate::error::{ApiError, ApiResult};
 
 /// Who is calling.
@@ -92,56 +90,46 @@ pub async fn issue_key(
 /// was a round trip as long as a publish's own write. A key revoked, or its workspace deleted,
 /// through this node is forgotten at once; through another node or the CLI, it stops working when
 /// its entry is loaded again.
-#[derive(Default)]
 pub struct KeyCache {
-    entries: RwLock<HashMap<String, Fresh<ApiKey>>>,
+    keys: FreshMap<ApiKey>,
 }
 
 /// How long a key is used as loaded.
 pub const KEY_REFRESH: Duration = Duration::from_secs(1);
 
-/// Above this many entries, inserting one first drops those that are out of date.
-const KEY_CACHE_PRUNE: usize = 10_000;
+impl Default for KeyCache {
+    fn default() -> Self {
+        Self {
+            keys: FreshMap::new(KEY_REFRESH),
+        }
+    }
+}
 
 impl KeyCache {
     pub fn forget(&self, key_id: &str) {
-        self.write().remove(key_id);
+        self.keys.remove(key_id);
     }
 
     /// Forgets the keys of a deleted workspace (deleted with it).
     pub fn forget_workspace(&self, workspace_id: &str) {
-        self.write()
-            .retain(|_, entry| entry.peek().workspace_id.as_deref() != Some(workspace_id));
+        self.keys
+            .retain(|key| key.workspace_id.as_deref() != Some(workspace_id));
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Fresh<ApiKey>>> {
-        self.entries.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Checks a presented token against its key, loaded from storage when not cached or out of date.
+    /// Checks a presented token against its key, loaded from storage when not cached or out of
+    /// date.
     pub async fn authenticate(&self, store: &dyn Store, token: &str) -> ApiResult<Caller> {
         let (id, secret) = token.split_at_checked(36).ok_or(ApiError::Unauthorized)?;
         let secret = secret.strip_prefix('_').ok_or(ApiError::Unauthorized)?;
         if !is_id(IdKind::ApiKey, id) {
             return Err(ApiError::Unauthorized);
         }
-        let cached = self
-            .entries
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .and_then(|entry| entry.get(KEY_REFRESH))
-            .cloned();
-        let key = match cached {
+        let key = match self.keys.get(id) {
             Some(key) => key,
             // Only keys that exist are kept, so made-up ids cannot fill the cache.
             None => match store.get_api_key(id).await {
                 Ok(key) => {
-                    let mut entries = self.write();
-                    if entries.len() >= KEY_CACHE_PRUNE {
-                        entries.retain(|_, entry| entry.get(KEY_REFRESH).is_some());
-                    }
-                    entries.insert(key.id.clone(), Fresh::new(key.clone()));
+                    self.keys.insert(key.id.clone(), key.clone());
                     key
                 }
                 Err(StoreError::NotFound) => return Err(ApiError::Unauthorized),

@@ -27,11 +27,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// dispatcher is woken directly.
 const ANNOUNCE_GAP: Duration = Duration::from_millis(5);
 
-/// Tells the other nodes that work may be due, after the commit that made it due. Not from inside that transaction: a transaction that notifies holds a
-/// database-wide lock from its commit until its WAL is flushed, which would serialize every
-/// publish. Requests that arrive while one notification is on its way, or within `ANNOUNCE_GAP`
-/// after it, fold into the next one, sent at the end of that gap. The payload names the sending store (`me`), so its own
-/// listener can tell it apart.
+/// Tells the other nodes that work may be due, after the commit that made it due. Not from inside
+/// that transaction: a transaction that notifies holds a database-wide lock from its commit until
+/// its WAL is flushed, which would serialize every publish. Requests that arrive while one
+/// notification is on its way, or within `ANNOUNCE_GAP` after it, fold into the next one, sent at
+/// the end of that gap. The payload names the sending store (`me`), so its own listener can tell it
+/// apart.
 pub async fn announce(pool: PgPool, held: Held, wanted: Arc<Notify>, me: Arc<str>) {
     loop {
         wanted.notified().await;

@@ -1,7 +1,6 @@
 //! Publishing events (single and batch) with fan-out, and reading them back.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -20,7 +19,7 @@ use utoipa_axum::routes;
 use super::deliveries::DeliveryView;
 use crate::AppState;
 use crate::auth::Caller;
-use crate::cache::Fresh;
+use crate::cache::FreshMap;
 use crate::dto::{ListResponse, PageQuery, parse_time, time};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, Path, Query};
@@ -52,32 +51,30 @@ pub struct Fanout {
 /// few seconds (changes made through another node). Publishing reads nothing else per request: a
 /// workspace read and a webhooks read per publish were two round trips each, as many as the
 /// publish's own write.
-#[derive(Default)]
 pub struct FanoutCache {
-    entries: RwLock<HashMap<String, Fresh<Arc<Fanout>>>>,
+    workspaces: FreshMap<Arc<Fanout>>,
 }
 
 const FANOUT_REFRESH: Duration = Duration::from_secs(2);
 
+impl Default for FanoutCache {
+    fn default() -> Self {
+        Self {
+            workspaces: FreshMap::new(FANOUT_REFRESH),
+        }
+    }
+}
+
 impl FanoutCache {
     pub fn forget(&self, workspace_id: &str) {
-        self.entries
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(workspace_id);
+        self.workspaces.remove(workspace_id);
     }
 
     /// The workspace `id` and its webhooks, as the caller may see them (404 otherwise).
     async fn get(&self, state: &AppState, caller: &Caller, id: &str) -> ApiResult<Arc<Fanout>> {
         caller.check_workspace(id)?;
-        if let Some(fanout) = self
-            .entries
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .and_then(|f| f.get(FANOUT_REFRESH))
-        {
-            return Ok(fanout.clone());
+        if let Some(fanout) = self.workspaces.get(id) {
+            return Ok(fanout);
         }
         let workspace = super::workspace(state, caller, id).await?;
         let webhooks = state.store.workspace_webhooks(id).await?;
@@ -85,10 +82,7 @@ impl FanoutCache {
             workspace,
             webhooks,
         });
-        self.entries
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_owned(), Fresh::new(fanout.clone()));
+        self.workspaces.insert(id.to_owned(), fanout.clone());
         Ok(fanout)
     }
 }
