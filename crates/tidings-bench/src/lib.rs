@@ -21,6 +21,8 @@ pub use report::{Report, Row};
 pub struct Config {
     /// The `tidings` binary under test.
     pub tidings_binary: PathBuf,
+    /// A command `tidings serve` runs under (its program and arguments), such as a profiler.
+    pub wrap: Vec<String>,
     pub quick: bool,
     pub progress: bool,
     /// Concurrent requests of the ceiling phase; the same as Tidings' default per-webhook concurrency.
@@ -61,6 +63,7 @@ impl Config {
     pub fn full(tidings_binary: PathBuf) -> Self {
         Self {
             tidings_binary,
+            wrap: Vec::new(),
             quick: false,
             progress: true,
             ceiling_workers: 16,

@@ -40,6 +40,11 @@ struct Cli {
     /// latency, postgres, fan-out (with isolation), backlog.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Run `tidings serve` under this command (split on whitespace), e.g. `valgrind --tool=callgrind
+    /// --callgrind-out-file=target/cg.out` to count its instructions; the server is stopped with
+    /// SIGTERM at the end of each group, so the command sees it exit.
+    #[arg(long)]
+    wrap: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +71,10 @@ fn real_main() -> anyhow::Result<()> {
     config.progress = !cli.no_progress;
     config.postgres = !cli.no_postgres;
     config.only = cli.only;
+    config.wrap = cli
+        .wrap
+        .map(|command| command.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
     if let Some(backlog) = cli.backlog {
         config.backlog_events = backlog;
     }

@@ -1,13 +1,15 @@
 //! The Tidings under test: the real `tidings` binary as a separate process on a fresh SQLite file or
 //! a fresh PostgreSQL database.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-/// A running `tidings serve`; dropping it kills the process (and removes its database).
+use crate::Config;
+
+/// A running `tidings serve`; dropping it stops the process (and removes its database).
 pub struct TidingsProcess {
     child: Child,
     dir: tempfile::TempDir,
@@ -18,12 +20,14 @@ pub struct TidingsProcess {
 impl TidingsProcess {
     /// Creates a fresh SQLite database with an operator key, starts `serve` on a free loopback port
     /// and waits until it answers `/healthz`.
-    pub async fn start(binary: &Path) -> anyhow::Result<Self> {
-        Self::start_on(binary, None).await
+    pub async fn start(config: &Config) -> anyhow::Result<Self> {
+        Self::start_on(config, None).await
     }
 
     /// As `start`, on `database_url` when given (an empty PostgreSQL database) instead of SQLite.
-    pub async fn start_on(binary: &Path, database_url: Option<&str>) -> anyhow::Result<Self> {
+    /// `serve` runs under `config.wrap` when it is set (a profiler such as callgrind).
+    pub async fn start_on(config: &Config, database_url: Option<&str>) -> anyhow::Result<Self> {
+        let binary = config.tidings_binary.as_path();
         let dir = tempfile::Builder::new()
             .prefix("tidings-bench-")
             .tempdir()
@@ -54,7 +58,15 @@ impl TidingsProcess {
         let port = crate::receiver::reserve_port()?;
         let listen = format!("127.0.0.1:{port}");
         let log = std::fs::File::create(dir.path().join("tidings.log"))?;
-        let child = Command::new(binary)
+        let mut command = match config.wrap.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .args([
                 "serve",
                 "--listen",
@@ -85,7 +97,8 @@ impl TidingsProcess {
             .no_proxy()
             .timeout(Duration::from_secs(2))
             .build()?;
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Under a profiler the start can take much longer.
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(status) = self.child.try_wait()? {
                 bail!(
@@ -103,7 +116,7 @@ impl TidingsProcess {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "tidings did not become healthy within 30 s: {}",
+                    "tidings did not become healthy within 120 s: {}",
                     self.log_tail()
                 );
             }
@@ -157,11 +170,26 @@ impl TidingsProcess {
 }
 
 impl Drop for TidingsProcess {
+    /// Asks the server to stop (SIGTERM) and waits for it a while, then kills it: a profiler it
+    /// runs under writes its figures only when the process exits by itself.
     fn drop(&mut self) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        if rustix::process::kill_process(pid, rustix::process::Signal::TERM).is_ok() {
+            let deadline = Instant::now() + STOP_GRACE;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
+
+/// How long a stopping server may take; its shutdown waits for attempts in flight.
+const STOP_GRACE: Duration = Duration::from_secs(60);
 
 fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

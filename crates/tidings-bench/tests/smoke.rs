@@ -75,3 +75,42 @@ fn the_quick_bench_completes_with_every_figure() {
     assert!(bench_cpu.is_finite() && bench_cpu >= 0.0, "{bench_cpu}");
     assert_eq!(value("receiver signature failures"), 0.0);
 }
+
+/// `--wrap`: the server runs under the given command, and is asked to stop (SIGTERM) rather than
+/// killed, so a profiler it runs under sees it exit. The wrapper here passes the signal on and
+/// writes down the server's exit status; `timeout` bounds the server's life should the wrapper be
+/// killed instead.
+#[test]
+fn the_server_runs_under_the_wrap_command_and_exits_by_itself() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let status = dir.path().join("status");
+    let script = dir.path().join("wrap.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "trap 'kill -TERM $child; wait $child; echo $? > {}; exit 0' TERM\ntimeout 120 \"$@\" &\nchild=$!\nwait $child\n",
+            status.display()
+        ),
+    )
+    .expect("write the wrapper");
+    let output = Command::new(env!("CARGO_BIN_EXE_tidings-bench"))
+        .args([
+            "--quick",
+            "--no-progress",
+            "--no-postgres",
+            "--only",
+            "end-to-end",
+            "--wrap",
+        ])
+        .arg(format!("sh {}", script.display()))
+        .output()
+        .expect("run tidings-bench");
+    assert!(
+        output.status.success(),
+        "tidings-bench --wrap failed\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let written = std::fs::read_to_string(&status).expect("the wrapper saw the server exit");
+    assert_eq!(written.trim(), "0", "the server's exit status");
+}

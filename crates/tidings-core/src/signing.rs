@@ -26,11 +26,19 @@ pub fn generate_secret() -> String {
 /// reveals nothing usable about the secret.
 pub fn key_id(secret: &str) -> String {
     let digest = Sha256::digest(secret.as_bytes());
-    let mut id = String::from("key_");
-    for byte in &digest[..8] {
-        id.push_str(&format!("{byte:02x}"));
-    }
+    let mut id = String::with_capacity(4 + 16);
+    id.push_str("key_");
+    push_hex(&mut id, &digest[..8]);
     id
+}
+
+/// Appends `bytes` as lowercase hex digits.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
 }
 
 /// The HMAC key bytes of a `standard` secret (the decoded base64 after `whsec_`); a secret that is not
@@ -72,9 +80,7 @@ pub fn hmac_sha256_signature(secret: &str, body: &[u8]) -> String {
     let digest = hmac(secret.as_bytes(), &[body]);
     let mut value = String::with_capacity(7 + 64);
     value.push_str("sha256=");
-    for byte in digest {
-        value.push_str(&format!("{byte:02x}"));
-    }
+    push_hex(&mut value, &digest);
     value
 }
 
@@ -152,5 +158,13 @@ mod tests {
         assert_ne!(key_id(&first), key_id(&second));
         assert_eq!(key_id(&first), key_id(&first));
         assert_eq!(key_id(&first).len(), 4 + 16);
+    }
+
+    #[test]
+    fn a_key_id_is_the_first_8_bytes_of_the_secrets_sha256_in_hex() {
+        assert_eq!(
+            key_id("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            "key_96ad2ccd81462a76"
+        );
     }
 }

@@ -78,12 +78,13 @@ async fn run(
     mut receiver: mpsc::UnboundedReceiver<Outcome>,
     settled: Settled,
 ) {
-    let mut batch = Vec::with_capacity(MAX_OUTCOMES_PER_COMMIT);
+    let mut received = Vec::with_capacity(MAX_OUTCOMES_PER_COMMIT);
     while receiver
-        .recv_many(&mut batch, MAX_OUTCOMES_PER_COMMIT)
+        .recv_many(&mut received, MAX_OUTCOMES_PER_COMMIT)
         .await
         > 0
     {
+        let batch: Arc<[Outcome]> = received.drain(..).collect();
         let mut delay = Duration::from_millis(100);
         // An outcome that cannot be stored yet is kept and retried: dropping it would send the
         // delivery again after its claim expires, which is allowed but wasteful.
@@ -91,7 +92,7 @@ async fn run(
             match store.record_outcomes(&node, batch.clone(), &policy).await {
                 Ok(()) => {
                     let mut settled = settled.lock();
-                    for outcome in &batch {
+                    for outcome in batch.iter() {
                         settled.remove(&outcome.delivery_id);
                     }
                     break;
@@ -103,13 +104,16 @@ async fn run(
                 }
             }
         }
-        for outcome in batch.drain(..) {
-            let name = match outcome.next {
-                NextState::Delivered => "tidings_deliveries_delivered_total",
-                NextState::Failed => "tidings_deliveries_failed_total",
-                NextState::RetryAt(_) => "tidings_deliveries_retried_total",
-            };
-            metrics::counter!(name).increment(1);
+        let (mut delivered, mut failed, mut retried) = (0, 0, 0);
+        for outcome in batch.iter() {
+            match outcome.next {
+                NextState::Delivered => delivered += 1,
+                NextState::Failed => failed += 1,
+                NextState::RetryAt(_) => retried += 1,
+            }
         }
+        metrics::counter!("tidings_deliveries_delivered_total").increment(delivered);
+        metrics::counter!("tidings_deliveries_failed_total").increment(failed);
+        metrics::counter!("tidings_deliveries_retried_total").increment(retried);
     }
 }

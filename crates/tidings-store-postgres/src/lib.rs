@@ -331,7 +331,7 @@ impl Store for PostgresStore {
     async fn record_outcomes(
         &self,
         node: &str,
-        outcomes: Vec<Outcome>,
+        outcomes: Arc<[Outcome]>,
         policy: &HealthPolicy,
     ) -> StoreResult<()> {
         record::record(&self.pool, &self.recording, node, &outcomes, policy).await?;

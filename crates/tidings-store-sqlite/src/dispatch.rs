@@ -174,16 +174,16 @@ pub async fn with_webhooks(
 pub fn record(
     conn: &Connection,
     node: String,
-    outcomes: Vec<Outcome>,
+    outcomes: &[Outcome],
     policy: HealthPolicy,
 ) -> StoreResult<()> {
     let now = now_millis();
     // A delivery recorded twice in one batch keeps its first outcome: the first clears the claim,
     // which the second would need.
     let mut seen = HashSet::with_capacity(outcomes.len());
-    let outcomes: Vec<Outcome> = outcomes
-        .into_iter()
-        .filter(|o| seen.insert(o.delivery_id.clone()))
+    let outcomes: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| seen.insert(o.delivery_id.as_str()))
         .collect();
     if outcomes.is_empty() {
         return Ok(());

@@ -237,7 +237,7 @@ impl Store for SqliteStore {
     async fn record_outcomes(
         &self,
         node: &str,
-        outcomes: Vec<Outcome>,
+        outcomes: Arc<[Outcome]>,
         policy: &HealthPolicy,
     ) -> StoreResult<()> {
         self.jobs

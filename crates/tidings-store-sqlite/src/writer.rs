@@ -28,7 +28,7 @@ enum Job {
     Claim(Claim, oneshot::Sender<StoreResult<Vec<Claimed>>>),
     Record(
         String,
-        Vec<Outcome>,
+        Arc<[Outcome]>,
         HealthPolicy,
         oneshot::Sender<StoreResult<()>>,
     ),
@@ -105,7 +105,7 @@ impl JobSender {
     pub async fn record(
         &self,
         node: String,
-        outcomes: Vec<Outcome>,
+        outcomes: Arc<[Outcome]>,
         policy: HealthPolicy,
     ) -> StoreResult<()> {
         self.submit(|to| Job::Record(node, outcomes, policy, to))
@@ -368,7 +368,7 @@ impl Writer {
                 Job::Claim(claim, to) => Reply::Claim(to, self.claim(claim)),
                 Job::Record(node, outcomes, policy, to) => Reply::Record(
                     to,
-                    in_savepoint(&self.conn, |c| dispatch::record(c, node, outcomes, policy)),
+                    in_savepoint(&self.conn, |c| dispatch::record(c, node, &outcomes, policy)),
                 ),
                 Job::TestSend(send, to) => {
                     let (event, outcome) = *send;
@@ -547,7 +547,7 @@ mod tests {
         assert!(store.jobs.claim(claim()).await.expect("claim").is_empty());
         store
             .jobs
-            .record("node-a".into(), Vec::new(), HealthPolicy::default())
+            .record("node-a".into(), Arc::from([]), HealthPolicy::default())
             .await
             .expect("record");
         assert_eq!(synchronous(&store).await, 2);

@@ -91,10 +91,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Records finished attempts and their deliveries' new state, in one commit; keeps endpoint
     /// health, disables webhooks as `policy` says and queues operator notifications.
+    ///
+    /// Shared, so a caller that retries after an error keeps the batch without copying it.
     async fn record_outcomes(
         &self,
         node: &str,
-        outcomes: Vec<Outcome>,
+        outcomes: Arc<[Outcome]>,
         policy: &HealthPolicy,
     ) -> StoreResult<()>;
     /// Stores a test send: its event, its delivery (marked as a test, already finished) and attempt.

@@ -40,12 +40,12 @@ pub async fn run_all(config: &Config, report: &mut Report) -> anyhow::Result<()>
     let ceiling = ceiling::run(config, &receiver, report).await?;
 
     if config.runs("publish") {
-        let tidings = TidingsProcess::start(&config.tidings_binary).await?;
+        let tidings = TidingsProcess::start(config).await?;
         publish::run(config, &tidings, report).await?;
     }
 
     if config.runs("end-to-end") {
-        let mut tidings = TidingsProcess::start(&config.tidings_binary).await?;
+        let mut tidings = TidingsProcess::start(config).await?;
         let setup = Setup::new(&tidings).await?;
         end_to_end::run(
             config,
@@ -61,7 +61,7 @@ pub async fn run_all(config: &Config, report: &mut Report) -> anyhow::Result<()>
 
     if config.runs("latency") {
         // A fresh database: the end-to-end phase leaves a large WAL whose checkpoints would land here.
-        let mut tidings = TidingsProcess::start(&config.tidings_binary).await?;
+        let mut tidings = TidingsProcess::start(config).await?;
         let setup = Setup::new(&tidings).await?;
         latency::run(
             config,
@@ -83,7 +83,7 @@ pub async fn run_all(config: &Config, report: &mut Report) -> anyhow::Result<()>
                 .create_database()
                 .await
                 .map_err(anyhow::Error::msg)?;
-            let mut tidings = TidingsProcess::start_on(&config.tidings_binary, Some(&url)).await?;
+            let mut tidings = TidingsProcess::start_on(config, Some(&url)).await?;
             let setup = Setup::new(&tidings).await?;
             if phase == "end-to-end" {
                 end_to_end::run(
@@ -123,7 +123,7 @@ pub async fn run_all(config: &Config, report: &mut Report) -> anyhow::Result<()>
     }
 
     if config.runs("fan-out") {
-        let mut tidings = TidingsProcess::start(&config.tidings_binary).await?;
+        let mut tidings = TidingsProcess::start(config).await?;
         let setup = Setup::new(&tidings).await?;
         fanout::run(config, &mut tidings, &setup, &receiver, report).await?;
         let hanging = Receiver::start(0, Mode::Hang).await?;
@@ -131,7 +131,7 @@ pub async fn run_all(config: &Config, report: &mut Report) -> anyhow::Result<()>
     }
 
     if config.runs("backlog") {
-        let mut tidings = TidingsProcess::start(&config.tidings_binary).await?;
+        let mut tidings = TidingsProcess::start(config).await?;
         let setup = Setup::new(&tidings).await?;
         backlog::run(config, &mut tidings, &setup, report).await?;
     }

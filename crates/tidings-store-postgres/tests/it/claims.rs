@@ -164,7 +164,7 @@ async fn per_webhook_concurrency_holds_across_nodes_claiming_at_once() {
         store
             .record_outcomes(
                 owner,
-                vec![outcome(claimed, Some(200), NextState::Delivered)],
+                vec![outcome(claimed, Some(200), NextState::Delivered)].into(),
                 &quiet_policy(),
             )
             .await
@@ -228,7 +228,7 @@ async fn a_lease_that_ran_out_is_taken_over_and_the_late_record_is_ignored() {
     // Node a finally reports its attempt: too late, it no longer holds the claim.
     a.record_outcomes(
         "node-a",
-        vec![outcome(&by_a[0], Some(500), NextState::RetryAt(now()))],
+        vec![outcome(&by_a[0], Some(500), NextState::RetryAt(now()))].into(),
         &quiet_policy(),
     )
     .await
@@ -265,7 +265,7 @@ async fn a_lease_that_ran_out_is_taken_over_and_the_late_record_is_ignored() {
     assert_eq!(delivery.next_attempt_at, Some(t0 + 60_000));
     b.record_outcomes(
         "node-b",
-        vec![outcome(&by_b[0], Some(200), NextState::Delivered)],
+        vec![outcome(&by_b[0], Some(200), NextState::Delivered)].into(),
         &quiet_policy(),
     )
     .await
@@ -419,7 +419,7 @@ async fn claims_and_records_racing_webhook_changes_and_deletes_never_deadlock() 
                     .claim_due(&claim("node-b", now(), 30))
                     .await
                     .expect("claim");
-                let outcomes = claimed
+                let outcomes: Vec<_> = claimed
                     .iter()
                     .enumerate()
                     .map(|(i, c)| {
@@ -433,7 +433,7 @@ async fn claims_and_records_racing_webhook_changes_and_deletes_never_deadlock() 
                         }
                     })
                     .collect();
-                b.record_outcomes("node-b", outcomes, &policy)
+                b.record_outcomes("node-b", outcomes.into(), &policy)
                     .await
                     .expect("record");
                 if round % 5 == 4

@@ -231,12 +231,12 @@ pub async fn deliver_one(store: &dyn Store, webhook: &Webhook) {
         .await
         .expect("claim");
     assert_eq!(claimed.len(), 1, "the one due delivery is claimed");
-    let outcomes = claimed
+    let outcomes: Vec<_> = claimed
         .iter()
         .map(|c| outcome(c, Some(200), NextState::Delivered))
         .collect();
     store
-        .record_outcomes("node-a", outcomes, &quiet_policy())
+        .record_outcomes("node-a", outcomes.into(), &quiet_policy())
         .await
         .expect("record");
 }

@@ -42,7 +42,7 @@ async fn two_nodes_recording_at_once_keep_exact_health_and_latency_counts() {
                 .collect();
             tasks.push(tokio::spawn(async move {
                 store
-                    .record_outcomes(name, outcomes, &quiet_policy())
+                    .record_outcomes(name, outcomes.into(), &quiet_policy())
                     .await
                     .expect("record");
             }));
@@ -101,8 +101,8 @@ async fn a_webhook_gone_on_two_nodes_at_once_is_announced_once() {
             .collect()
     };
     let (first, second) = tokio::join!(
-        a.record_outcomes("node-a", gone(&by_a), &policy),
-        b.record_outcomes("node-b", gone(&by_b), &policy),
+        a.record_outcomes("node-a", gone(&by_a).into(), &policy),
+        b.record_outcomes("node-b", gone(&by_b).into(), &policy),
     );
     first.expect("record on a");
     second.expect("record on b");
@@ -369,7 +369,7 @@ async fn batches_of_outcomes_end_where_the_sqlite_store_ends() {
             let batch = &outcomes[start..(start + size).min(outcomes.len())];
             for store in stores {
                 store
-                    .record_outcomes("node-a", batch.to_vec(), &policy)
+                    .record_outcomes("node-a", batch.into(), &policy)
                     .await
                     .expect("record");
             }

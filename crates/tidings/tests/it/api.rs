@@ -1920,12 +1920,8 @@ async fn health_and_readiness_are_200() {
     }
 }
 
-#[tokio::test]
-async fn metrics_count_published_events() {
-    let app = spawn_app().await;
-    let ws = app.create_workspace().await;
-    app.publish(&ws, example_event(&app, "email.sent.v1", json!({})).await)
-        .await;
+/// The value of a counter on `/metrics`, if it is there.
+async fn metric(app: &TestApp, name: &str) -> Option<f64> {
     let response = app
         .http
         .get(app.url("/metrics"))
@@ -1934,16 +1930,54 @@ async fn metrics_count_published_events() {
         .expect("sent");
     assert_eq!(response.status().as_u16(), 200);
     let text = response.text().await.expect("text");
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("tidings_events_published_total"))
-        .unwrap_or_else(|| panic!("no published counter in:\n{text}"));
-    let count: f64 = line
-        .rsplit(' ')
-        .next()
-        .and_then(|v| v.parse().ok())
-        .expect("a number");
-    assert!(count >= 1.0, "{line}");
+    text.lines().find(|l| l.starts_with(name)).map(|line| {
+        line.rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("not a number: {line}"))
+    })
+}
+
+#[tokio::test]
+async fn metrics_count_published_events() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace().await;
+    app.publish(&ws, example_event(&app, "email.sent.v1", json!({})).await)
+        .await;
+    let count = metric(&app, "tidings_events_published_total")
+        .await
+        .expect("a published counter");
+    assert!(count >= 1.0, "{count}");
+}
+
+#[tokio::test]
+async fn metrics_count_delivered_deliveries() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    let ws = app.create_workspace().await;
+    app.create_webhook(
+        &ws,
+        json!({"url": receiver.url, "event_types": ["email.sent.v1"]}),
+    )
+    .await;
+    let published = app
+        .publish(&ws, example_event(&app, "email.sent.v1", json!({})).await)
+        .await;
+    app.wait_for_status(&ws, &str_of(&published["deliveries"][0]), "delivered", WAIT)
+        .await;
+    // Counted once its outcome is committed, which the status shows a moment before.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let count = metric(&app, "tidings_deliveries_delivered_total").await;
+        if count.is_some_and(|c| c >= 1.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "delivered counter: {count:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

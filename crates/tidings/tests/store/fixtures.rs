@@ -266,7 +266,7 @@ pub fn quiet_policy() -> HealthPolicy {
 
 pub async fn record(store: &dyn Store, node: &str, outcomes: Vec<Outcome>, policy: &HealthPolicy) {
     store
-        .record_outcomes(node, outcomes, policy)
+        .record_outcomes(node, outcomes.into(), policy)
         .await
         .expect("record outcomes");
 }
