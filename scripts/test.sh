@@ -32,8 +32,12 @@ else
   TIDINGS_TEST_BACKEND=postgres cargo test -p tidings --test it --locked --no-fail-fast
 fi
 
-# The dashboard in a real browser against the real binary.
-cargo build -p tidings --locked
+# The dashboard in a real browser against the real binary: the one the integration tests above ran
+# (`cargo build -p tidings` alone would compile 30 of its dependencies again, with other features).
+if [ ! -x target/debug/tidings ]; then
+  echo "error: target/debug/tidings was not built by the integration tests" >&2
+  exit 1
+fi
 if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
   echo "error: the dashboard tests need Chromium at /usr/bin/chromium (apt-get install -y chromium)" >&2
   exit 1
