@@ -1,7 +1,15 @@
-//! Rows and lists bound to the hot path's statements as JSON (with long texts packed beside them),
-//! and rows SQLite hands back folded into one JSON value.
+//! Rows bound to the hot path's statements as the parameters of multi-row statements, lists bound
+//! as JSON, and rows SQLite hands back folded into one JSON value.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use rusqlite::Connection;
+use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 use tidings_store::{StoreError, StoreResult};
+
+use crate::map_sql;
 
 fn encoding(error: serde_json::Error) -> StoreError {
     StoreError::Internal(format!("encoding rows: {error}"))
@@ -13,11 +21,8 @@ pub(crate) fn to_json<T: serde::Serialize + ?Sized>(rows: &T) -> StoreResult<Str
     serde_json::to_string(rows).map_err(encoding)
 }
 
-/// Texts bound back to back as one BLOB beside a statement's JSON rows, instead of escaped inside
-/// them (escaping by serde, then parsing and unescaping by SQLite, cost more than storing them).
-/// A row names its text by where it starts (1-based, as `substr` counts) and its length in bytes;
-/// the statement reads it with `CAST(substr(?, start, length) AS TEXT)`, which keeps the bytes (the
-/// database is UTF-8, and so is every text).
+/// JSON texts written back to back into one buffer (one allocation for a batch's texts, not one
+/// each); each is named by where it starts and its length in bytes.
 pub(crate) struct Packed(Vec<u8>);
 
 impl Packed {
@@ -25,28 +30,215 @@ impl Packed {
         Self(Vec::with_capacity(bytes))
     }
 
-    pub(crate) fn push(&mut self, text: &str) -> (usize, usize) {
-        let start = self.0.len() + 1;
-        self.0.extend_from_slice(text.as_bytes());
-        (start, text.len())
-    }
-
-    /// Writes a value's JSON straight into the pack.
+    /// Writes a value's JSON into the buffer.
     pub(crate) fn push_json<T: serde::Serialize>(
         &mut self,
         value: &T,
     ) -> StoreResult<(usize, usize)> {
-        let start = self.0.len() + 1;
+        let start = self.0.len();
         serde_json::to_writer(&mut self.0, value).map_err(encoding)?;
-        Ok((start, self.0.len() + 1 - start))
+        Ok((start, self.0.len() - start))
     }
 
-    pub(crate) fn into_blob(self) -> Vec<u8> {
+    /// A text written before, bound as it is (JSON is UTF-8).
+    pub(crate) fn text(&self, (start, length): (usize, usize)) -> ToSqlOutput<'_> {
         self.0
+            .get(start..start + length)
+            .map_or(NULL, |bytes| ToSqlOutput::Borrowed(ValueRef::Text(bytes)))
     }
 }
 
 /// Reads rows SQLite handed back folded into one JSON value (`json_group_array`).
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(json: &str) -> StoreResult<T> {
     serde_json::from_str(json).map_err(|e| StoreError::Internal(format!("decoding rows: {e}")))
+}
+
+/// Rows bound as parameters of one multi-row statement (`VALUES (?5, ?6), (?7, ?8), …`), run in
+/// chunks: SQLite reads bound values as they are, where rows bound as JSON were parsed, converted
+/// to JSONB and then searched once per field (about a thousand instructions per field), and one
+/// statement per row opened the table and every index again for each row.
+pub(crate) struct Rows<'a> {
+    width: usize,
+    cells: Vec<ToSqlOutput<'a>>,
+}
+
+/// Most rows one statement carries; a batch is cut into chunks of powers of two up to this, so
+/// that each statement is prepared in at most seven sizes.
+const CHUNK: usize = 64;
+
+thread_local! {
+    /// Statement texts by (head, rows), built once: a chunk's statement is looked up, not
+    /// formatted again with hundreds of parameters.
+    static STATEMENTS: RefCell<HashMap<(usize, usize), Rc<str>>> = RefCell::new(HashMap::new());
+}
+
+impl<'a> Rows<'a> {
+    pub(crate) fn new(width: usize, rows: usize) -> Self {
+        Self {
+            width,
+            cells: Vec::with_capacity(width * rows),
+        }
+    }
+
+    pub(crate) fn push<const N: usize>(&mut self, row: [ToSqlOutput<'a>; N]) {
+        debug_assert_eq!(N, self.width);
+        self.cells.extend(row);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.cells.len() / self.width
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+
+    /// Runs `head` + a chunk's `VALUES` list + `tail` over every chunk of rows; the list's
+    /// parameters are numbered after the `fixed` ones (`?1` to `?n` in the statement). Collects
+    /// what `row` reads of each row the statements return; returns the rows they changed.
+    pub(crate) fn run<T>(
+        &self,
+        conn: &Connection,
+        fixed: &[&dyn ToSql],
+        (head, tail): (&'static str, &'static str),
+        mut row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+        out: &mut Vec<T>,
+    ) -> StoreResult<usize> {
+        let mut changed = 0;
+        let mut rest = &self.cells[..];
+        while !rest.is_empty() {
+            let rows = rest.len() / self.width;
+            let take = if rows >= CHUNK {
+                CHUNK
+            } else {
+                1 << rows.ilog2()
+            };
+            let (chunk, after) = rest.split_at(take * self.width);
+            rest = after;
+            let sql = STATEMENTS.with_borrow_mut(|statements| {
+                statements
+                    .entry((head.as_ptr() as usize, take))
+                    .or_insert_with(|| {
+                        let values = values(self.width, take, fixed.len() + 1);
+                        Rc::from(format!("{head}{values}{tail}"))
+                    })
+                    .clone()
+            });
+            let mut prepared = conn.prepare_cached(&sql).map_err(map_sql)?;
+            let values = chunk.iter().map(|cell| cell as &dyn ToSql);
+            for (index, value) in fixed.iter().copied().chain(values).enumerate() {
+                prepared
+                    .raw_bind_parameter(index + 1, value)
+                    .map_err(map_sql)?;
+            }
+            let mut returned = prepared.raw_query();
+            while let Some(found) = returned.next().map_err(map_sql)? {
+                out.push(row(found).map_err(map_sql)?);
+            }
+            changed += usize::try_from(conn.changes()).unwrap_or(0);
+        }
+        Ok(changed)
+    }
+}
+
+pub(crate) fn text(value: &str) -> ToSqlOutput<'_> {
+    ToSqlOutput::Borrowed(ValueRef::Text(value.as_bytes()))
+}
+
+pub(crate) fn opt_text(value: Option<&str>) -> ToSqlOutput<'_> {
+    value.map_or(NULL, text)
+}
+
+pub(crate) fn int(value: i64) -> ToSqlOutput<'static> {
+    ToSqlOutput::Borrowed(ValueRef::Integer(value))
+}
+
+pub(crate) fn opt_int(value: Option<i64>) -> ToSqlOutput<'static> {
+    value.map_or(NULL, int)
+}
+
+pub(crate) const NULL: ToSqlOutput<'static> = ToSqlOutput::Borrowed(ValueRef::Null);
+
+/// `(?first, …), (…)`: `rows` rows of `width` parameters.
+fn values(width: usize, rows: usize, first: usize) -> String {
+    let mut sql = String::with_capacity(rows * width * 6);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..width {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("?{}", first + r * width + c));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every row of a batch goes in once, in order, whatever its size against the chunks
+    /// (powers of two up to 64), and what the statements return is collected from every chunk.
+    #[test]
+    fn rows_run_in_chunks_of_every_size() {
+        let conn = Connection::open_in_memory().expect("in-memory database");
+        conn.execute_batch("CREATE TABLE t (n INTEGER, label TEXT, note TEXT, tag TEXT)")
+            .expect("table");
+        for count in [1usize, 2, 3, 7, 63, 64, 65, 127, 128, 130, 200] {
+            conn.execute("DELETE FROM t", []).expect("emptied");
+            let labels: Vec<String> = (0..count).map(|n| format!("row {n}")).collect();
+            let mut rows = Rows::new(3, count);
+            for (n, label) in labels.iter().enumerate() {
+                let note = (n % 2 == 0).then_some("even");
+                rows.push([int(n as i64), text(label), opt_text(note)]);
+            }
+            assert_eq!(rows.len(), count);
+            let mut returned = Vec::new();
+            let changed = rows
+                .run(
+                    &conn,
+                    &[&"fixed"],
+                    (
+                        "INSERT INTO t (n, label, note, tag) SELECT column1, column2, column3, ?1 FROM (VALUES ",
+                        ") RETURNING n",
+                    ),
+                    |row| row.get::<_, i64>(0),
+                    &mut returned,
+                )
+                .expect("inserted");
+            assert_eq!(changed, count, "rows changed for {count}");
+            assert_eq!(returned, (0..count as i64).collect::<Vec<_>>());
+            let stored: Vec<(i64, String, Option<String>, String)> = conn
+                .prepare("SELECT n, label, note, tag FROM t ORDER BY rowid")
+                .expect("query")
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .expect("rows")
+                .collect::<Result<_, _>>()
+                .expect("read");
+            let expected: Vec<(i64, String, Option<String>, String)> = (0..count)
+                .map(|n| {
+                    let note = (n % 2 == 0).then(|| "even".to_owned());
+                    (n as i64, format!("row {n}"), note, "fixed".to_owned())
+                })
+                .collect();
+            assert_eq!(stored, expected, "stored rows for {count}");
+        }
+    }
+
+    #[test]
+    fn packed_texts_are_bound_as_written() {
+        let mut packed = Packed::with_capacity(16);
+        let first = packed.push_json(&["a", "b"]).expect("json");
+        let second = packed
+            .push_json(&serde_json::json!({"k": 1}))
+            .expect("json");
+        let as_text = |span| match packed.text(span) {
+            ToSqlOutput::Borrowed(ValueRef::Text(bytes)) => String::from_utf8(bytes.to_vec()).ok(),
+            _ => None,
+        };
+        assert_eq!(as_text(first).as_deref(), Some(r#"["a","b"]"#));
+        assert_eq!(as_text(second).as_deref(), Some(r#"{"k":1}"#));
+    }
 }

@@ -10,8 +10,8 @@ use tidings_core::stats;
 use tidings_core::{UnixMillis, now_millis};
 use tidings_store::*;
 
-use crate::bind::{Packed, to_json};
-use crate::rows::{execute, query_optional, query_rows, query_value};
+use crate::bind::{Packed, Rows, int, opt_int, opt_text, text, to_json};
+use crate::rows::{execute, query_optional, query_value};
 use crate::{map_err, map_sql, rows};
 
 /// Claims due deliveries of active webhooks, no more per webhook than brings its live claims (less
@@ -189,51 +189,54 @@ pub fn record(
         return Ok(());
     }
 
-    // One statement moves every delivery of the batch on, one stores every attempt.
-    type MoveRow<'a> = (&'a str, &'a str, Option<i64>, Option<u16>, Option<&'a str>);
-    let moves: Vec<MoveRow> = outcomes
-        .iter()
-        .map(|o| {
-            let (status, next_at) = match o.next {
-                NextState::Delivered => ("delivered", None),
-                NextState::Failed => ("failed", None),
-                NextState::RetryAt(at) => ("pending", Some(at)),
-            };
-            (
-                o.delivery_id.as_str(),
-                status,
-                next_at,
-                o.attempt.status_code,
-                o.attempt.error_kind.map(|k| k.as_str()),
-            )
-        })
-        .collect();
-    let moves = to_json(&moves)?;
+    // One statement moves every delivery of the batch on, one stores every attempt (a statement
+    // per chunk of rows).
+    let mut moves = Rows::new(5, outcomes.len());
+    for o in &outcomes {
+        let (status, next_at) = match o.next {
+            NextState::Delivered => ("delivered", None),
+            NextState::Failed => ("failed", None),
+            NextState::RetryAt(at) => ("pending", Some(at)),
+        };
+        moves.push([
+            text(&o.delivery_id),
+            text(status),
+            opt_int(next_at),
+            opt_int(o.attempt.status_code.map(i64::from)),
+            opt_text(o.attempt.error_kind.map(|k| k.as_str())),
+        ]);
+    }
     /// A recorded delivery: its attempt number, workspace, event and event type.
     type Moved = (i64, String, String, String);
     // Only deliveries this node still holds move on; the statement returns them, so the attempts
     // below are numbered and their events known without reading the rows a second time. A retry
     // of a webhook paused or disabled meanwhile is held (no due time) like its other waiting
     // deliveries, until it is resumed or enabled.
-    let moved: HashMap<String, Moved> = query_rows(
+    let mut moved: Vec<(String, Moved)> = Vec::with_capacity(outcomes.len());
+    moves.run(
         conn,
-        "UPDATE deliveries SET status = j.value->>1, attempts = attempts + 1, claimed_by = NULL,
-             next_attempt_at = CASE WHEN EXISTS (SELECT 1 FROM webhooks w WHERE w.id = deliveries.webhook_id AND w.state = 'active')
-                                    THEN j.value->>2 END,
-             last_status_code = j.value->>3, last_error_kind = j.value->>4, updated_at = ?2
-         FROM jsonb_each(?1) j
-         WHERE deliveries.id = j.value->>0 AND deliveries.claimed_by = ?3
-         RETURNING deliveries.id, deliveries.attempts, deliveries.workspace_id, deliveries.event_id, deliveries.event_type",
-        params![moves, now, node],
+        &[&now, &node],
+        (
+            "UPDATE deliveries SET status = j.column2, attempts = attempts + 1, claimed_by = NULL,
+                 next_attempt_at = CASE WHEN EXISTS (SELECT 1 FROM webhooks w WHERE w.id = deliveries.webhook_id AND w.state = 'active')
+                                        THEN j.column3 END,
+                 last_status_code = j.column4, last_error_kind = j.column5, updated_at = ?1
+             FROM (VALUES ",
+            ") j
+             WHERE deliveries.id = j.column1 AND deliveries.claimed_by = ?2
+             RETURNING deliveries.id, deliveries.attempts, deliveries.workspace_id, deliveries.event_id, deliveries.event_type",
+        ),
         |row| {
             Ok((
                 row.get::<_, String>(0)?,
                 (row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?),
             ))
         },
+        &mut moved,
     )?;
+    let moved: HashMap<String, Moved> = moved.into_iter().collect();
 
-    // The header lists, the largest part of an attempt, go in `Packed`, not in the JSON rows.
+    // The header lists are written as JSON into one buffer, and bound as slices of it.
     type AttemptRow<'a> = (
         &'a str,
         i64,
@@ -310,15 +313,32 @@ pub fn record(
             .push(step);
     }
     if !attempts.is_empty() {
-        execute(
+        let mut rows = Rows::new(10, attempts.len());
+        for a in &attempts {
+            rows.push([
+                text(a.0),
+                int(a.1),
+                int(a.2),
+                int(a.3),
+                opt_int(a.4.map(i64::from)),
+                opt_text(a.5),
+                opt_text(a.6),
+                opt_text(a.7),
+                headers.text(a.8),
+                headers.text(a.9),
+            ]);
+        }
+        rows.run(
             conn,
-            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error_kind, error_message,
-                                   response_excerpt, request_headers, response_headers)
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7,
-                    CAST(substr(?2, value->>'$[8][0]', value->>'$[8][1]') AS TEXT),
-                    CAST(substr(?2, value->>'$[9][0]', value->>'$[9][1]') AS TEXT)
-             FROM jsonb_each(?1)",
-            params![to_json(&attempts)?, headers.into_blob()],
+            &[],
+            (
+                "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error_kind, error_message,
+                                       response_excerpt, request_headers, response_headers)
+                 VALUES ",
+                "",
+            ),
+            |_| Ok(()),
+            &mut Vec::new(),
         )?;
     }
 

@@ -8,7 +8,7 @@ use tidings_store::*;
 
 use tidings_core::now_millis;
 
-use crate::bind::{Packed, from_json, to_json};
+use crate::bind::{NULL, Rows, from_json, int, opt_text, text, to_json};
 use crate::rows::{execute, query_optional, query_rows, query_value};
 use crate::{dispatch, map_err, rows};
 
@@ -75,107 +75,89 @@ fn insert_plain(
     conn: &Connection,
     events: Vec<(usize, NewEvent)>,
 ) -> StoreResult<Vec<(usize, Published)>> {
-    // Bodies go in `Packed`, not in the JSON rows.
-    type EventRow<'a> = (
-        &'a str,
-        &'a str,
-        &'a str,
-        i64,
-        i64,
-        usize,
-        usize,
-        Option<&'a str>,
-        Option<&'a str>,
-        Option<&'a str>,
-        Option<&'a str>,
-        Option<&'a str>,
-    );
-    let mut bodies = Packed::with_capacity(events.iter().map(|(_, e)| e.data.len()).sum());
-    let rows: Vec<EventRow> = events
-        .iter()
-        .map(|(_, e)| {
-            let (start, length) = bodies.push(&e.data);
-            (
-                e.id.as_str(),
-                e.workspace_id.as_str(),
-                e.event_type.as_str(),
-                e.occurred_at,
-                e.received_at,
-                start,
-                length,
-                e.scope.campaign_id.as_deref(),
-                e.scope.client_id.as_deref(),
-                e.scope.agent_id.as_deref(),
-                e.scope.category_id.as_deref(),
-                e.idempotency_key.as_deref(),
-            )
-        })
-        .collect();
-    execute(
+    let mut rows = Rows::new(11, events.len());
+    for (_, e) in &events {
+        rows.push([
+            text(&e.id),
+            text(&e.workspace_id),
+            text(&e.event_type),
+            int(e.occurred_at),
+            int(e.received_at),
+            text(&e.data),
+            opt_text(e.scope.campaign_id.as_deref()),
+            opt_text(e.scope.client_id.as_deref()),
+            opt_text(e.scope.agent_id.as_deref()),
+            opt_text(e.scope.category_id.as_deref()),
+            opt_text(e.idempotency_key.as_deref()),
+        ]);
+    }
+    rows.run(
         conn,
-        "INSERT INTO events (id, workspace_id, event_type, occurred_at, received_at, data, campaign_id, client_id,
-                 agent_id, category_id, idempotency_key)
-         SELECT value->>0, value->>1, value->>2, value->>3, value->>4,
-                CAST(substr(?2, value->>5, value->>6) AS TEXT), value->>7, value->>8,
-                value->>9, value->>10, value->>11
-         FROM jsonb_each(?1)",
-        params![to_json(&rows)?, bodies.into_blob()],
+        &[],
+        (
+            "INSERT INTO events (id, workspace_id, event_type, occurred_at, received_at, data, campaign_id, client_id,
+                     agent_id, category_id, idempotency_key)
+             VALUES ",
+            "",
+        ),
+        |_| Ok(()),
+        &mut Vec::new(),
     )?;
 
-    type DeliveryRow<'a> = (
-        &'a str,
-        &'a str,
-        &'a str,
-        &'a str,
-        &'a str,
-        &'a str,
-        Option<i64>,
-        i64,
-    );
-    let deliveries: Vec<DeliveryRow> = events
-        .iter()
-        .flat_map(|(_, e)| {
-            e.deliveries.iter().map(move |d| {
-                (
-                    d.id.as_str(),
-                    e.workspace_id.as_str(),
-                    e.id.as_str(),
-                    d.webhook_id.as_str(),
-                    e.event_type.as_str(),
-                    d.status.as_str(),
-                    (d.status == DeliveryStatus::Pending).then_some(e.received_at),
-                    e.received_at,
-                )
-            })
-        })
-        .collect();
+    let mut deliveries = Rows::new(8, events.iter().map(|(_, e)| e.deliveries.len()).sum());
+    for (_, e) in &events {
+        for d in &e.deliveries {
+            deliveries.push([
+                text(&d.id),
+                text(&e.workspace_id),
+                text(&e.id),
+                text(&d.webhook_id),
+                text(&e.event_type),
+                text(d.status.as_str()),
+                if d.status == DeliveryStatus::Pending {
+                    int(e.received_at)
+                } else {
+                    NULL
+                },
+                int(e.received_at),
+            ]);
+        }
+    }
     let inserted: Option<HashSet<String>> = if deliveries.is_empty() {
         None
     } else {
         // A webhook deleted since fan-out read it simply gets no delivery. One disabled since then
         // (fan-out's view may be a few seconds old) gets a skipped delivery, never a pending one;
         // a paused one's delivery is held: pending with no due time, out of the claim's way.
-        let deliveries_json = to_json(&deliveries)?;
-        let done = execute(
+        let done = deliveries.run(
             conn,
-            "INSERT INTO deliveries (id, workspace_id, event_id, webhook_id, event_type, status, next_attempt_at,
-                                     created_at, updated_at)
-             SELECT j.value->>0, j.value->>1, j.value->>2, j.value->>3, j.value->>4,
-                    CASE WHEN w.state = 'disabled' THEN 'skipped' ELSE j.value->>5 END,
-                    CASE WHEN w.state = 'active' THEN j.value->>6 ELSE NULL END,
-                    j.value->>7, j.value->>7
-             FROM jsonb_each(?) j JOIN webhooks w ON w.id = j.value->>3",
-            [&deliveries_json],
+            &[],
+            (
+                "INSERT INTO deliveries (id, workspace_id, event_id, webhook_id, event_type, status, next_attempt_at,
+                                         created_at, updated_at)
+                 SELECT j.column1, j.column2, j.column3, j.column4, j.column5,
+                        CASE WHEN w.state = 'disabled' THEN 'skipped' ELSE j.column6 END,
+                        CASE WHEN w.state = 'active' THEN j.column7 ELSE NULL END,
+                        j.column8, j.column8
+                 FROM (VALUES ",
+                ") j JOIN webhooks w ON w.id = j.column4",
+            ),
+            |_| Ok(()),
+            &mut Vec::new(),
         )?;
         // Which deliveries went in is asked only when some did not (their webhook was deleted
         // meanwhile).
         if done == deliveries.len() {
             None
         } else {
+            let ids: Vec<&str> = events
+                .iter()
+                .flat_map(|(_, e)| e.deliveries.iter().map(|d| d.id.as_str()))
+                .collect();
             let ids: String = query_value(
                 conn,
-                "SELECT json_group_array(d.id) FROM jsonb_each(?) j JOIN deliveries d ON d.id = j.value->>0",
-                [&deliveries_json],
+                "SELECT json_group_array(d.id) FROM json_each(?) j JOIN deliveries d ON d.id = j.value",
+                [to_json(&ids)?],
             )?;
             Some(from_json::<Vec<String>>(&ids)?.into_iter().collect())
         }

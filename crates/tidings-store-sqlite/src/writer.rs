@@ -217,7 +217,8 @@ pub fn spawn(
     // statement again whenever they change: the claim's limit changes with every claim.
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
         .map_err(|e| unavailable(&e))?;
-    conn.set_prepared_statement_cache_capacity(64);
+    // The multi-row statements are kept in up to seven sizes each (`bind::Rows`).
+    conn.set_prepared_statement_cache_capacity(128);
     let writer = Writer {
         conn,
         changes,
