@@ -45,6 +45,15 @@ struct Cli {
     /// SIGTERM at the end of each group, so the command sees it exit.
     #[arg(long)]
     wrap: Option<String>,
+    /// Internal: run as the ceiling's client process, POSTing to this URL.
+    #[arg(long, hide = true, requires_all = ["ceiling_secret", "ceiling_millis", "ceiling_workers"])]
+    ceiling_client: Option<String>,
+    #[arg(long, hide = true)]
+    ceiling_secret: Option<String>,
+    #[arg(long, hide = true)]
+    ceiling_millis: Option<u64>,
+    #[arg(long, hide = true)]
+    ceiling_workers: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -59,6 +68,14 @@ fn main() -> ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let (Some(url), Some(secret), Some(millis), Some(workers)) = (
+        &cli.ceiling_client,
+        &cli.ceiling_secret,
+        cli.ceiling_millis,
+        cli.ceiling_workers,
+    ) {
+        return tidings_bench::phases::ceiling::client_main(url, secret, millis, workers);
+    }
     let binary = match cli.tidings {
         Some(path) => path,
         None => default_binary()?,

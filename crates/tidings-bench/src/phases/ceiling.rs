@@ -1,12 +1,12 @@
 //! Phase 1, the ceiling: Tidings' own delivery client (`tidings_delivery::DeliveryClient`: pooled
-//! reqwest, rustls, keep-alive) POSTing a signed envelope of the same shape and size to the same
-//! receiver, with no Tidings in between.
+//! reqwest, rustls, keep-alive), in a process of its own, POSTing a signed envelope of the same
+//! shape and size to the same receiver, with no Tidings in between.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
@@ -17,28 +17,211 @@ use crate::Config;
 use crate::receiver::{Receiver, sign};
 use crate::report::Report;
 
+/// What one way of running the client measured.
+struct Measured {
+    ok: u64,
+    elapsed: f64,
+    /// CPU of the client and the receiver together.
+    cpu: Duration,
+}
+
+impl Measured {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed
+    }
+}
+
+/// What the client process reports on its stdout.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ClientReport {
+    ok: u64,
+    failed: u64,
+    seconds: f64,
+    cpu_us: u64,
+}
+
 /// Runs the phase; returns the ceiling in requests/s.
+///
+/// The ceiling's client runs in a process of its own, as Tidings' does: in the receiver's process,
+/// a request and its answer can be handed over between tasks of one thread without waking another
+/// (seen as two modes of that figure, about 30 and 45 µs of CPU per request in consecutive runs),
+/// which no separate deliverer can have. That figure is reported too.
 pub async fn run(config: &Config, receiver: &Receiver, report: &mut Report) -> anyhow::Result<f64> {
-    let client = DeliveryClient::new(true).map_err(anyhow::Error::msg)?;
     let secret = format!("whsec_{}", BASE64.encode([7u8; 32]));
     let path = "/ceiling";
     receiver.stats.set_secret(path, &secret);
-    let request = Arc::new(signed_request(&secret)?);
-    let url = Arc::new(receiver.url(path));
+    let url = receiver.url(path);
+    let body_len = signed_request(&secret)?.body.len();
 
-    let bar = config.bar(config.ceiling_duration.as_millis() as u64, "ceiling");
+    let bar = config.bar(2 * config.ceiling_duration.as_millis() as u64, "ceiling");
     bar.set_message("ms");
-    let ok = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
     let base = receiver.stats.requests();
+    let separate = in_own_process(config, &url, &secret, &bar).await?;
+    let served = receiver.stats.requests().saturating_sub(base);
+    bar.set_position(config.ceiling_duration.as_millis() as u64);
+    let shared = in_bench_process(config, &url, &secret, &bar).await?;
+    bar.finish();
+
+    let ceiling = separate.rate();
+    report.add(
+        "ceiling",
+        ceiling,
+        "requests/s",
+        format!(
+            "Tidings' delivery client in a process of its own, {} concurrent, {body_len} B signed body, same receiver, no Tidings",
+            config.ceiling_workers,
+        ),
+    );
+    report.add(
+        "receiver served",
+        served as f64 / separate.elapsed,
+        "requests/s",
+        "the receiver's own count during the ceiling: its limit on this machine (shares the cores with the client)",
+    );
+    report.add(
+        "ceiling CPU per request",
+        separate.cpu.as_secs_f64() * 1e6 / separate.ok.max(1) as f64,
+        "µs",
+        "CPU time (user + system) of the client's process and the bench's (the receiver) together, per request",
+    );
+    report.add(
+        "ceiling, client in the receiver's process",
+        shared.rate(),
+        "requests/s",
+        "the same client on the bench's own runtime beside the receiver; not what ratios use",
+    );
+    report.add(
+        "ceiling CPU per request, client in the receiver's process",
+        shared.cpu.as_secs_f64() * 1e6 / shared.ok.max(1) as f64,
+        "µs",
+        "CPU time of the bench process per request",
+    );
+    Ok(ceiling)
+}
+
+/// Runs the client as a child process (this executable with `--ceiling-client`).
+async fn in_own_process(
+    config: &Config,
+    url: &str,
+    secret: &str,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<Measured> {
+    let exe = std::env::current_exe().context("finding the bench's own executable")?;
+    let own_before = crate::cpu::process_cpu(std::process::id()).unwrap_or_default();
+    let mut child = tokio::process::Command::new(exe)
+        .args([
+            "--ceiling-client",
+            url,
+            "--ceiling-secret",
+            secret,
+            "--ceiling-millis",
+            &config.ceiling_duration.as_millis().to_string(),
+            "--ceiling-workers",
+            &config.ceiling_workers.to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the ceiling's client process")?;
+    let mut stdout = child.stdout.take().context("the client's stdout")?;
+    let mut output = Vec::new();
+    with_progress(
+        bar,
+        0,
+        tokio::io::AsyncReadExt::read_to_end(&mut stdout, &mut output),
+    )
+    .await
+    .context("reading the client's report")?;
+    let status = child
+        .wait()
+        .await
+        .context("waiting for the client process")?;
+    let own = crate::cpu::process_cpu(std::process::id())
+        .unwrap_or_default()
+        .saturating_sub(own_before);
+    if !status.success() {
+        bail!("ceiling: the client process failed ({status})");
+    }
+    let client: ClientReport =
+        serde_json::from_slice(&output).context("reading the client's report")?;
+    if client.failed > 0 || client.ok == 0 {
+        bail!(
+            "ceiling: {} of {} requests failed",
+            client.failed,
+            client.ok + client.failed
+        );
+    }
+    Ok(Measured {
+        ok: client.ok,
+        elapsed: client.seconds,
+        cpu: own + Duration::from_micros(client.cpu_us),
+    })
+}
+
+/// Runs the client on the bench's own runtime, beside the receiver.
+async fn in_bench_process(
+    config: &Config,
+    url: &str,
+    secret: &str,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<Measured> {
     let cpu_before = crate::cpu::process_cpu(std::process::id()).unwrap_or_default();
     let started = Instant::now();
-    let deadline = started + config.ceiling_duration;
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..config.ceiling_workers {
+    let offset = config.ceiling_duration.as_millis() as u64;
+    let sending = send_for(
+        url,
+        signed_request(secret)?,
+        config.ceiling_duration,
+        config.ceiling_workers,
+    );
+    let (ok, failed) = with_progress(bar, offset, sending).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = crate::cpu::process_cpu(std::process::id())
+        .unwrap_or_default()
+        .saturating_sub(cpu_before);
+    if failed > 0 || ok == 0 {
+        bail!("ceiling: {failed} of {} requests failed", ok + failed);
+    }
+    Ok(Measured { ok, elapsed, cpu })
+}
+
+/// Awaits `work` while moving the bar to `offset` + the milliseconds it has taken.
+async fn with_progress<T>(
+    bar: &indicatif::ProgressBar,
+    offset: u64,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let started = Instant::now();
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                bar.set_position(offset + started.elapsed().as_millis() as u64);
+            }
+        }
+    }
+}
+
+/// `workers` loops POSTing `request` to `url` until `duration` has passed; returns the requests
+/// answered 2xx and the others.
+async fn send_for(
+    url: &str,
+    request: SignedRequest,
+    duration: Duration,
+    workers: usize,
+) -> anyhow::Result<(u64, u64)> {
+    let client = DeliveryClient::new(true).map_err(anyhow::Error::msg)?;
+    let request = Arc::new(request);
+    let url = Arc::new(url.to_owned());
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
         let (client, request, url) = (client.clone(), Arc::clone(&request), Arc::clone(&url));
         let (ok, failed) = (Arc::clone(&ok), Arc::clone(&failed));
-        workers.spawn(async move {
+        tasks.spawn(async move {
             while Instant::now() < deadline {
                 let attempt = client.send(&url, &request, Duration::from_secs(10)).await;
                 match attempt.result {
@@ -50,48 +233,38 @@ pub async fn run(config: &Config, receiver: &Receiver, report: &mut Report) -> a
             }
         });
     }
-    while !workers.is_empty() {
-        tokio::select! {
-            _ = workers.join_next() => {}
-            () = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
-        bar.set_position(started.elapsed().as_millis() as u64);
+    while let Some(done) = tasks.join_next().await {
+        done?;
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    Ok((ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed)))
+}
+
+/// The ceiling's client process: sends for `millis` on a runtime of its own, then prints what it
+/// measured as JSON on stdout.
+pub fn client_main(url: &str, secret: &str, millis: u64, workers: usize) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let cpu_before = crate::cpu::process_cpu(std::process::id()).unwrap_or_default();
+    let started = Instant::now();
+    let (ok, failed) = runtime.block_on(send_for(
+        url,
+        signed_request(secret)?,
+        Duration::from_millis(millis),
+        workers,
+    ))?;
+    let seconds = started.elapsed().as_secs_f64();
     let cpu = crate::cpu::process_cpu(std::process::id())
         .unwrap_or_default()
         .saturating_sub(cpu_before);
-    bar.finish();
-    let ok = ok.load(Ordering::Relaxed);
-    let failed = failed.load(Ordering::Relaxed);
-    if failed > 0 || ok == 0 {
-        bail!("ceiling: {failed} of {} requests failed", ok + failed);
-    }
-    let served = receiver.stats.requests().saturating_sub(base);
-    let ceiling = ok as f64 / elapsed;
-    report.add(
-        "ceiling",
-        ceiling,
-        "requests/s",
-        format!(
-            "Tidings' delivery client, {} concurrent, {} B signed body, same receiver, no Tidings",
-            config.ceiling_workers,
-            request.body.len()
-        ),
-    );
-    report.add(
-        "receiver served",
-        served as f64 / elapsed,
-        "requests/s",
-        "the receiver's own count during the ceiling: its limit on this machine (shares the cores with the client)",
-    );
-    report.add(
-        "ceiling CPU per request",
-        cpu.as_secs_f64() * 1e6 / ok.max(1) as f64,
-        "µs",
-        "CPU time (user + system) of the bench process, client and receiver together, per request",
-    );
-    Ok(ceiling)
+    let report = ClientReport {
+        ok,
+        failed,
+        seconds,
+        cpu_us: u64::try_from(cpu.as_micros()).unwrap_or(u64::MAX),
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
 }
 
 /// A request shaped like one of Tidings' deliveries of the bench's event.

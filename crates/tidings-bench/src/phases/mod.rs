@@ -2,7 +2,7 @@
 //! when done (the process guard kills it on any early return too).
 
 mod backlog;
-mod ceiling;
+pub mod ceiling;
 mod end_to_end;
 mod fanout;
 mod isolation;
