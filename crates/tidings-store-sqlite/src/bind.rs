@@ -66,10 +66,15 @@ pub(crate) struct Rows<'a> {
 /// that each statement is prepared in at most seven sizes.
 const CHUNK: usize = 64;
 
+/// The address and length of a statement's head and tail (static texts), its rows, and its fixed
+/// parameters.
+type StatementKey = [usize; 6];
+
 thread_local! {
-    /// Statement texts by (head, rows), built once: a chunk's statement is looked up, not
-    /// formatted again with hundreds of parameters.
-    static STATEMENTS: RefCell<HashMap<(usize, usize), Rc<str>>> = RefCell::new(HashMap::new());
+    /// Statement texts by where their head and tail are, how many rows and fixed parameters they
+    /// have, built once: a chunk's statement is looked up, not formatted again with hundreds of
+    /// parameters.
+    static STATEMENTS: RefCell<HashMap<StatementKey, Rc<str>>> = RefCell::new(HashMap::new());
 }
 
 impl<'a> Rows<'a> {
@@ -117,7 +122,14 @@ impl<'a> Rows<'a> {
             rest = after;
             let sql = STATEMENTS.with_borrow_mut(|statements| {
                 statements
-                    .entry((head.as_ptr() as usize, take))
+                    .entry([
+                        head.as_ptr() as usize,
+                        head.len(),
+                        tail.as_ptr() as usize,
+                        tail.len(),
+                        take,
+                        fixed.len(),
+                    ])
                     .or_insert_with(|| {
                         let values = values(self.width, take, fixed.len() + 1);
                         Rc::from(format!("{head}{values}{tail}"))
@@ -179,6 +191,9 @@ fn values(width: usize, rows: usize, first: usize) -> String {
 mod tests {
     use super::*;
 
+    static HEAD: &str =
+        "INSERT INTO t (n, label, note, tag) SELECT column1, column2, column3, ?1 FROM (VALUES ";
+
     /// Every row of a batch goes in once, in order, whatever its size against the chunks
     /// (powers of two up to 64), and what the statements return is collected from every chunk.
     #[test]
@@ -200,10 +215,7 @@ mod tests {
                 .run(
                     &conn,
                     &[&"fixed"],
-                    (
-                        "INSERT INTO t (n, label, note, tag) SELECT column1, column2, column3, ?1 FROM (VALUES ",
-                        ") RETURNING n",
-                    ),
+                    (HEAD, ") RETURNING n"),
                     |row| row.get::<_, i64>(0),
                     &mut returned,
                 )
@@ -225,6 +237,22 @@ mod tests {
                 .collect();
             assert_eq!(stored, expected, "stored rows for {count}");
         }
+
+        // The same head with another tail is another statement.
+        let mut rows = Rows::new(3, 2);
+        rows.push([int(1), text("a"), NULL]);
+        rows.push([int(2), text("b"), NULL]);
+        let mut returned: Vec<i64> = Vec::new();
+        let changed = rows
+            .run(
+                &conn,
+                &[&"other"],
+                (HEAD, ")"),
+                |row| row.get(0),
+                &mut returned,
+            )
+            .expect("inserted");
+        assert_eq!((changed, returned), (2, Vec::new()));
     }
 
     #[test]
