@@ -57,9 +57,8 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(json: &str) -> StoreResu
 /// chunks: SQLite reads bound values as they are, where rows bound as JSON were parsed, converted
 /// to JSONB and then searched once per field (about a thousand instructions per field), and one
 /// statement per row opened the table and every index again for each row.
-pub(crate) struct Rows<'a> {
-    width: usize,
-    cells: Vec<ToSqlOutput<'a>>,
+pub(crate) struct Rows<'a, const W: usize> {
+    rows: Vec<[ToSqlOutput<'a>; W]>,
 }
 
 /// Most rows one statement carries; a batch is cut into chunks of powers of two up to this, so
@@ -77,48 +76,55 @@ thread_local! {
     static STATEMENTS: RefCell<HashMap<StatementKey, Rc<str>>> = RefCell::new(HashMap::new());
 }
 
-impl<'a> Rows<'a> {
-    pub(crate) fn new(width: usize, rows: usize) -> Self {
+impl<'a, const W: usize> Rows<'a, W> {
+    pub(crate) fn with_capacity(rows: usize) -> Self {
         Self {
-            width,
-            cells: Vec::with_capacity(width * rows),
+            rows: Vec::with_capacity(rows),
         }
     }
 
-    pub(crate) fn push<const N: usize>(&mut self, row: [ToSqlOutput<'a>; N]) {
-        debug_assert_eq!(N, self.width);
-        self.cells.extend(row);
+    pub(crate) fn push(&mut self, row: [ToSqlOutput<'a>; W]) {
+        self.rows.push(row);
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.cells.len() / self.width
+        self.rows.len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.cells.is_empty()
+        self.rows.is_empty()
+    }
+
+    /// [`Rows::run`] for statements that return nothing.
+    pub(crate) fn execute(
+        &self,
+        conn: &Connection,
+        fixed: &[&dyn ToSql],
+        statement: (&'static str, &'static str),
+    ) -> StoreResult<usize> {
+        self.run(conn, fixed, statement, |_| Ok(()), &mut ())
     }
 
     /// Runs `head` + a chunk's `VALUES` list + `tail` over every chunk of rows; the list's
-    /// parameters are numbered after the `fixed` ones (`?1` to `?n` in the statement). Collects
-    /// what `row` reads of each row the statements return; returns the rows they changed.
+    /// parameters are numbered after the `fixed` ones (`?1` to `?n` in the statement). Adds what
+    /// `row` reads of each row the statements return to `out`; returns the rows they changed.
     pub(crate) fn run<T>(
         &self,
         conn: &Connection,
         fixed: &[&dyn ToSql],
         (head, tail): (&'static str, &'static str),
         mut row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-        out: &mut Vec<T>,
+        out: &mut impl Extend<T>,
     ) -> StoreResult<usize> {
         let mut changed = 0;
-        let mut rest = &self.cells[..];
+        let mut rest = &self.rows[..];
         while !rest.is_empty() {
-            let rows = rest.len() / self.width;
-            let take = if rows >= CHUNK {
+            let take = if rest.len() >= CHUNK {
                 CHUNK
             } else {
-                1 << rows.ilog2()
+                1 << rest.len().ilog2()
             };
-            let (chunk, after) = rest.split_at(take * self.width);
+            let (chunk, after) = rest.split_at(take);
             rest = after;
             let sql = STATEMENTS.with_borrow_mut(|statements| {
                 statements
@@ -131,13 +137,13 @@ impl<'a> Rows<'a> {
                         fixed.len(),
                     ])
                     .or_insert_with(|| {
-                        let values = values(self.width, take, fixed.len() + 1);
+                        let values = values(W, take, fixed.len() + 1);
                         Rc::from(format!("{head}{values}{tail}"))
                     })
                     .clone()
             });
             let mut prepared = conn.prepare_cached(&sql).map_err(map_sql)?;
-            let values = chunk.iter().map(|cell| cell as &dyn ToSql);
+            let values = chunk.iter().flatten().map(|cell| cell as &dyn ToSql);
             for (index, value) in fixed.iter().copied().chain(values).enumerate() {
                 prepared
                     .raw_bind_parameter(index + 1, value)
@@ -145,7 +151,7 @@ impl<'a> Rows<'a> {
             }
             let mut returned = prepared.raw_query();
             while let Some(found) = returned.next().map_err(map_sql)? {
-                out.push(row(found).map_err(map_sql)?);
+                out.extend([row(found).map_err(map_sql)?]);
             }
             changed += usize::try_from(conn.changes()).unwrap_or(0);
         }
@@ -204,7 +210,7 @@ mod tests {
         for count in [1usize, 2, 3, 7, 63, 64, 65, 127, 128, 130, 200] {
             conn.execute("DELETE FROM t", []).expect("emptied");
             let labels: Vec<String> = (0..count).map(|n| format!("row {n}")).collect();
-            let mut rows = Rows::new(3, count);
+            let mut rows = Rows::with_capacity(count);
             for (n, label) in labels.iter().enumerate() {
                 let note = (n % 2 == 0).then_some("even");
                 rows.push([int(n as i64), text(label), opt_text(note)]);
@@ -239,7 +245,7 @@ mod tests {
         }
 
         // The same head with another tail is another statement.
-        let mut rows = Rows::new(3, 2);
+        let mut rows = Rows::with_capacity(2);
         rows.push([int(1), text("a"), NULL]);
         rows.push([int(2), text("b"), NULL]);
         let mut returned: Vec<i64> = Vec::new();
@@ -248,7 +254,7 @@ mod tests {
                 &conn,
                 &[&"other"],
                 (HEAD, ")"),
-                |row| row.get(0),
+                |row| row.get::<_, i64>(0),
                 &mut returned,
             )
             .expect("inserted");

@@ -191,7 +191,7 @@ pub fn record(
 
     // One statement moves every delivery of the batch on, one stores every attempt (a statement
     // per chunk of rows).
-    let mut moves = Rows::new(5, outcomes.len());
+    let mut moves = Rows::with_capacity(outcomes.len());
     for o in &outcomes {
         let (status, next_at) = match o.next {
             NextState::Delivered => ("delivered", None),
@@ -212,7 +212,7 @@ pub fn record(
     // below are numbered and their events known without reading the rows a second time. A retry
     // of a webhook paused or disabled meanwhile is held (no due time) like its other waiting
     // deliveries, until it is resumed or enabled.
-    let mut moved: Vec<(String, Moved)> = Vec::with_capacity(outcomes.len());
+    let mut moved: HashMap<String, Moved> = HashMap::with_capacity(outcomes.len());
     moves.run(
         conn,
         &[&now, &node],
@@ -234,7 +234,6 @@ pub fn record(
         },
         &mut moved,
     )?;
-    let moved: HashMap<String, Moved> = moved.into_iter().collect();
 
     // The header lists are written as JSON into one buffer, and bound as slices of it.
     type AttemptRow<'a> = (
@@ -313,7 +312,7 @@ pub fn record(
             .push(step);
     }
     if !attempts.is_empty() {
-        let mut rows = Rows::new(10, attempts.len());
+        let mut rows = Rows::with_capacity(attempts.len());
         for a in &attempts {
             rows.push([
                 text(a.0),
@@ -328,7 +327,7 @@ pub fn record(
                 headers.text(a.9),
             ]);
         }
-        rows.run(
+        rows.execute(
             conn,
             &[],
             (
@@ -337,8 +336,6 @@ pub fn record(
                  VALUES ",
                 "",
             ),
-            |_| Ok(()),
-            &mut Vec::new(),
         )?;
     }
 

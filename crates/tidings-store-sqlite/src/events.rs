@@ -75,7 +75,7 @@ fn insert_plain(
     conn: &Connection,
     events: Vec<(usize, NewEvent)>,
 ) -> StoreResult<Vec<(usize, Published)>> {
-    let mut rows = Rows::new(11, events.len());
+    let mut rows = Rows::with_capacity(events.len());
     for (_, e) in &events {
         rows.push([
             text(&e.id),
@@ -91,7 +91,7 @@ fn insert_plain(
             opt_text(e.idempotency_key.as_deref()),
         ]);
     }
-    rows.run(
+    rows.execute(
         conn,
         &[],
         (
@@ -100,11 +100,9 @@ fn insert_plain(
              VALUES ",
             "",
         ),
-        |_| Ok(()),
-        &mut Vec::new(),
     )?;
 
-    let mut deliveries = Rows::new(8, events.iter().map(|(_, e)| e.deliveries.len()).sum());
+    let mut deliveries = Rows::with_capacity(events.iter().map(|(_, e)| e.deliveries.len()).sum());
     for (_, e) in &events {
         for d in &e.deliveries {
             deliveries.push([
@@ -129,7 +127,7 @@ fn insert_plain(
         // A webhook deleted since fan-out read it simply gets no delivery. One disabled since then
         // (fan-out's view may be a few seconds old) gets a skipped delivery, never a pending one;
         // a paused one's delivery is held: pending with no due time, out of the claim's way.
-        let done = deliveries.run(
+        let done = deliveries.execute(
             conn,
             &[],
             (
@@ -142,8 +140,6 @@ fn insert_plain(
                  FROM (VALUES ",
                 ") j JOIN webhooks w ON w.id = j.column4",
             ),
-            |_| Ok(()),
-            &mut Vec::new(),
         )?;
         // Which deliveries went in is asked only when some did not (their webhook was deleted
         // meanwhile).
