@@ -35,7 +35,6 @@ impl Measured {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ClientReport {
     ok: u64,
-    failed: u64,
     seconds: f64,
     cpu_us: u64,
 }
@@ -107,7 +106,7 @@ async fn in_own_process(
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<Measured> {
     let exe = std::env::current_exe().context("finding the bench's own executable")?;
-    let own_before = crate::cpu::process_cpu(std::process::id()).unwrap_or_default();
+    let own_before = own_cpu();
     let mut child = tokio::process::Command::new(exe)
         .args([
             "--ceiling-client",
@@ -136,21 +135,12 @@ async fn in_own_process(
         .wait()
         .await
         .context("waiting for the client process")?;
-    let own = crate::cpu::process_cpu(std::process::id())
-        .unwrap_or_default()
-        .saturating_sub(own_before);
+    let own = own_cpu().saturating_sub(own_before);
     if !status.success() {
         bail!("ceiling: the client process failed ({status})");
     }
     let client: ClientReport =
         serde_json::from_slice(&output).context("reading the client's report")?;
-    if client.failed > 0 || client.ok == 0 {
-        bail!(
-            "ceiling: {} of {} requests failed",
-            client.failed,
-            client.ok + client.failed
-        );
-    }
     Ok(Measured {
         ok: client.ok,
         elapsed: client.seconds,
@@ -165,7 +155,7 @@ async fn in_bench_process(
     secret: &str,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<Measured> {
-    let cpu_before = crate::cpu::process_cpu(std::process::id()).unwrap_or_default();
+    let cpu_before = own_cpu();
     let started = Instant::now();
     let offset = config.ceiling_duration.as_millis() as u64;
     let sending = send_for(
@@ -174,15 +164,15 @@ async fn in_bench_process(
         config.ceiling_duration,
         config.ceiling_workers,
     );
-    let (ok, failed) = with_progress(bar, offset, sending).await?;
+    let ok = with_progress(bar, offset, sending).await?;
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = crate::cpu::process_cpu(std::process::id())
-        .unwrap_or_default()
-        .saturating_sub(cpu_before);
-    if failed > 0 || ok == 0 {
-        bail!("ceiling: {failed} of {} requests failed", ok + failed);
-    }
+    let cpu = own_cpu().saturating_sub(cpu_before);
     Ok(Measured { ok, elapsed, cpu })
+}
+
+/// CPU time of this process so far.
+fn own_cpu() -> Duration {
+    crate::cpu::process_cpu(std::process::id()).unwrap_or_default()
 }
 
 /// Awaits `work` while moving the bar to `offset` + the milliseconds it has taken.
@@ -204,13 +194,13 @@ async fn with_progress<T>(
 }
 
 /// `workers` loops POSTing `request` to `url` until `duration` has passed; returns the requests
-/// answered 2xx and the others.
+/// answered 2xx, and fails if any was not.
 async fn send_for(
     url: &str,
     request: SignedRequest,
     duration: Duration,
     workers: usize,
-) -> anyhow::Result<(u64, u64)> {
+) -> anyhow::Result<u64> {
     let client = DeliveryClient::new(true).map_err(anyhow::Error::msg)?;
     let request = Arc::new(request);
     let url = Arc::new(url.to_owned());
@@ -236,7 +226,11 @@ async fn send_for(
     while let Some(done) = tasks.join_next().await {
         done?;
     }
-    Ok((ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed)))
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    if failed > 0 || ok == 0 {
+        bail!("ceiling: {failed} of {} requests failed", ok + failed);
+    }
+    Ok(ok)
 }
 
 /// The ceiling's client process: sends for `millis` on a runtime of its own, then prints what it
@@ -245,21 +239,18 @@ pub fn client_main(url: &str, secret: &str, millis: u64, workers: usize) -> anyh
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let cpu_before = crate::cpu::process_cpu(std::process::id()).unwrap_or_default();
+    let cpu_before = own_cpu();
     let started = Instant::now();
-    let (ok, failed) = runtime.block_on(send_for(
+    let ok = runtime.block_on(send_for(
         url,
         signed_request(secret)?,
         Duration::from_millis(millis),
         workers,
     ))?;
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = crate::cpu::process_cpu(std::process::id())
-        .unwrap_or_default()
-        .saturating_sub(cpu_before);
+    let cpu = own_cpu().saturating_sub(cpu_before);
     let report = ClientReport {
         ok,
-        failed,
         seconds,
         cpu_us: u64::try_from(cpu.as_micros()).unwrap_or(u64::MAX),
     };
