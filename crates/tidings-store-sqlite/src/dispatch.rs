@@ -1,6 +1,7 @@
 //! Claiming due deliveries, recording attempts, and releasing claims.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use rusqlite::{Connection, params};
@@ -11,57 +12,141 @@ use tidings_core::{UnixMillis, now_millis};
 use tidings_store::*;
 
 use crate::bind::{Packed, Rows, int, opt_int, opt_text, text, to_json};
-use crate::rows::{execute, query_optional, query_value};
+use crate::rows::{execute, query_optional};
 use crate::{map_err, map_sql, rows};
 
 /// Claims due deliveries of active webhooks, no more per webhook than brings its live claims (less
 /// the claim's settled ones) to `per_webhook_claims`, or to `alone_claims` where no other node
 /// holds any; the claim's end becomes the delivery's due time. Returns what the dispatcher needs
 /// of each, read on the writer's connection while the rows are at hand.
+///
+/// Each webhook's share is counted here rather than by a window function in SQL: a claim reads up
+/// to `limit` candidates to keep a few per webhook, and numbering them in SQL cost more than the
+/// rest of the claim.
 pub fn claim(conn: &Connection, claim: &Claim) -> StoreResult<Vec<Claimed>> {
-    // Chosen first, folded into one JSON array, then updated by that array.
-    let chosen: String = query_value(
-        conn,
-        "SELECT json_group_array(c.id) FROM (
-             SELECT d.id, d.webhook_id,
-                    ROW_NUMBER() OVER (PARTITION BY d.webhook_id ORDER BY d.next_attempt_at) AS n
-             FROM (
-                 SELECT id, webhook_id, next_attempt_at FROM deliveries d
-                 WHERE d.status = 'pending' AND d.next_attempt_at <= ?2
-                   AND d.webhook_id NOT IN (SELECT value FROM json_each(?3))
-                 ORDER BY d.next_attempt_at
-                 LIMIT ?4) d
-             WHERE NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.state != 'active')
-         ) c
-         LEFT JOIN (
-             SELECT webhook_id, COUNT(*) AS live, SUM(claimed_by != ?1) AS others
-             FROM deliveries
-             WHERE claimed_by IS NOT NULL AND status = 'pending' AND next_attempt_at > ?2
-               AND id NOT IN (SELECT value FROM json_each(?6))
-             GROUP BY webhook_id
-         ) l ON l.webhook_id = c.webhook_id
-         WHERE c.n <= (CASE WHEN COALESCE(l.others, 0) = 0 THEN MAX(?5, ?7) ELSE ?5 END)
-                      - COALESCE(l.live, 0)",
-        params![
-            claim.node,
-            claim.now,
-            to_json(&claim.exclude_webhooks)?,
-            claim.limit,
-            claim.per_webhook_claims,
-            to_json(&claim.settled)?,
-            claim.alone_claims,
-        ],
-    )?;
+    let Candidates { due, webhooks } = candidates(conn, claim)?;
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut left = shares(conn, claim, &webhooks)?;
+    let mut chosen = String::with_capacity(due.len() * 8 + 2);
+    chosen.push('[');
+    for (rowid, webhook) in due {
+        if let Some(left) = left.get_mut(webhook)
+            && *left > 0
+        {
+            *left -= 1;
+            if chosen.len() > 1 {
+                chosen.push(',');
+            }
+            let _ = write!(chosen, "{rowid}");
+        }
+    }
+    chosen.push(']');
     if chosen == "[]" {
         return Ok(Vec::new());
     }
     execute(
         conn,
         "UPDATE deliveries SET claimed_by = ?1, next_attempt_at = ?2
-         WHERE id IN (SELECT value FROM json_each(?3))",
+         WHERE rowid IN (SELECT value FROM json_each(?3))",
         params![claim.node, claim.now + claim.lease_ms, chosen],
     )?;
     read_claimed(conn, &chosen)
+}
+
+/// Due deliveries outside a claim's exclusions, oldest first.
+struct Candidates {
+    /// Each one's rowid and the place of its webhook in `webhooks`.
+    due: Vec<(i64, usize)>,
+    /// Their webhooks, each once.
+    webhooks: Vec<String>,
+}
+
+/// At most `limit` candidates, read from the due index alone (it covers rowid, due time and
+/// webhook).
+fn candidates(conn: &Connection, claim: &Claim) -> StoreResult<Candidates> {
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT rowid, webhook_id FROM deliveries
+             WHERE status = 'pending' AND next_attempt_at <= ?1
+               AND webhook_id NOT IN (SELECT value FROM json_each(?2))
+             ORDER BY next_attempt_at
+             LIMIT ?3",
+        )
+        .map_err(map_sql)?;
+    let mut rows = statement
+        .query(params![
+            claim.now,
+            to_json(&claim.exclude_webhooks)?,
+            claim.limit
+        ])
+        .map_err(map_sql)?;
+    let mut due = Vec::new();
+    let mut webhooks: Vec<String> = Vec::new();
+    let mut place: HashMap<String, usize> = HashMap::new();
+    while let Some(row) = rows.next().map_err(map_sql)? {
+        let rowid: i64 = row.get(0).map_err(map_sql)?;
+        let webhook = row
+            .get_ref(1)
+            .and_then(|value| value.as_str().map_err(Into::into))
+            .map_err(map_sql)?;
+        let at = match place.get(webhook) {
+            Some(&at) => at,
+            None => {
+                place.insert(webhook.to_owned(), webhooks.len());
+                webhooks.push(webhook.to_owned());
+                webhooks.len() - 1
+            }
+        };
+        due.push((rowid, at));
+    }
+    Ok(Candidates { due, webhooks })
+}
+
+/// How many deliveries the claim may take of each webhook, in the order given: none of one that
+/// is not active, otherwise its cap less its live claims (less this node's settled ones). One
+/// statement over all of them; `j.key` is the webhook's place in the list.
+fn shares(conn: &Connection, claim: &Claim, webhooks: &[String]) -> StoreResult<Vec<i64>> {
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT j.key, COALESCE(w.state != 'active', 0), COUNT(d.rowid),
+                    COALESCE(SUM(d.claimed_by != ?1), 0)
+             FROM json_each(?2) j
+             LEFT JOIN webhooks w ON w.id = j.value
+             LEFT JOIN deliveries d ON d.webhook_id = j.value AND d.claimed_by IS NOT NULL
+                  AND d.status = 'pending' AND d.next_attempt_at > ?3
+                  AND d.id NOT IN (SELECT value FROM json_each(?4))
+             GROUP BY j.key",
+        )
+        .map_err(map_sql)?;
+    let mut rows = statement
+        .query(params![
+            claim.node,
+            to_json(webhooks)?,
+            claim.now,
+            to_json(&claim.settled)?
+        ])
+        .map_err(map_sql)?;
+    let alone = claim.per_webhook_claims.max(claim.alone_claims);
+    let mut shares = vec![0; webhooks.len()];
+    while let Some(row) = rows.next().map_err(map_sql)? {
+        let at: i64 = row.get(0).map_err(map_sql)?;
+        let inactive: bool = row.get(1).map_err(map_sql)?;
+        let live: i64 = row.get(2).map_err(map_sql)?;
+        let others: i64 = row.get(3).map_err(map_sql)?;
+        let cap = if others == 0 {
+            alone
+        } else {
+            claim.per_webhook_claims
+        };
+        if let Some(share) = usize::try_from(at).ok().and_then(|at| shares.get_mut(at))
+            && !inactive
+        {
+            *share = i64::from(cap).saturating_sub(live);
+        }
+    }
+    Ok(shares)
 }
 
 /// A claimed delivery with its event, before its webhook is attached.
@@ -75,14 +160,14 @@ pub struct Claimed {
     data: Arc<str>,
 }
 
-/// Reads the claimed deliveries named in `chosen` (a JSON array of ids) with their events; an event
+/// Reads the claimed deliveries named in `chosen` (a JSON array of rowids) with their events; an event
 /// shared by several deliveries is copied out once.
 fn read_claimed(conn: &Connection, chosen: &str) -> StoreResult<Vec<Claimed>> {
     // In the array's order, without sorting: the rows of one event need not be next to each other.
     let mut statement = conn
         .prepare_cached(
             "SELECT d.id, d.attempts, d.event_id, d.webhook_id, e.event_type, e.occurred_at, e.data
-             FROM json_each(?) j CROSS JOIN deliveries d ON d.id = j.value
+             FROM json_each(?) j CROSS JOIN deliveries d ON d.rowid = j.value
              JOIN events e ON e.id = d.event_id",
         )
         .map_err(map_sql)?;
@@ -218,7 +303,8 @@ pub fn record(
         &[&now, &node],
         (
             "UPDATE deliveries SET status = j.column2, attempts = attempts + 1, claimed_by = NULL,
-                 next_attempt_at = CASE WHEN EXISTS (SELECT 1 FROM webhooks w WHERE w.id = deliveries.webhook_id AND w.state = 'active')
+                 next_attempt_at = CASE WHEN j.column3 IS NOT NULL
+                                             AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = deliveries.webhook_id AND w.state = 'active')
                                         THEN j.column3 END,
                  last_status_code = j.column4, last_error_kind = j.column5, updated_at = ?1
              FROM (VALUES ",

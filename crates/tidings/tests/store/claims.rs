@@ -103,6 +103,14 @@ pub async fn claimed_delivery_carries_event_and_webhook(backend: Backend) {
     assert_eq!(again[0].webhook.health.failures_since_success, 1);
 }
 
+/// A claim of up to ten deliveries whose lease lasts a second.
+fn short_lease(node: &str, at: tidings_core::UnixMillis) -> Claim {
+    Claim {
+        lease_ms: 1_000,
+        ..claim(node, at, 10)
+    }
+}
+
 pub async fn lease_expiry_hands_the_delivery_to_another_node(backend: Backend) {
     let store = backend.open().await;
     let store = store.as_ref();
@@ -110,19 +118,15 @@ pub async fn lease_expiry_hands_the_delivery_to_another_node(backend: Backend) {
     let hook = webhook(store, &home.id, WebhookState::Active).await;
     let ids = publish_many(store, &hook, 1, now() - 1_000).await;
     let start = now();
-    let short = |node: &str, at| Claim {
-        lease_ms: 1_000,
-        ..claim(node, at, 10)
-    };
-    let by_a = claim_due(store, &short("node-a", start)).await;
+    let by_a = claim_due(store, &short_lease("node-a", start)).await;
     assert_eq!(ids_of(&by_a), ids);
     assert!(
-        claim_due(store, &short("node-b", start + 500))
+        claim_due(store, &short_lease("node-b", start + 500))
             .await
             .is_empty(),
         "not claimable within the lease"
     );
-    let by_b = claim_due(store, &short("node-b", start + 1_001)).await;
+    let by_b = claim_due(store, &short_lease("node-b", start + 1_001)).await;
     assert_eq!(
         ids_of(&by_b),
         ids,
@@ -162,6 +166,36 @@ pub async fn lease_expiry_hands_the_delivery_to_another_node(backend: Backend) {
     );
 }
 
+pub async fn a_lapsed_claim_of_a_paused_webhook_waits_for_its_resume(backend: Backend) {
+    let store = backend.open().await;
+    let store = store.as_ref();
+    let home = workspace(store).await;
+    let hook = webhook(store, &home.id, WebhookState::Active).await;
+    let ids = publish_many(store, &hook, 1, now() - 1_000).await;
+    let start = now();
+    assert_eq!(
+        ids_of(&claim_due(store, &short_lease("node-a", start)).await),
+        ids
+    );
+
+    // Paused while node-a holds the delivery; node-a stops without an outcome, so the claim
+    // lapses with the delivery still due.
+    set_state(store, &hook, WebhookState::Paused).await;
+    assert!(
+        claim_due(store, &short_lease("node-b", start + 1_001))
+            .await
+            .is_empty(),
+        "a paused webhook's delivery is not claimed when a lapsed claim makes it due"
+    );
+
+    set_state(store, &hook, WebhookState::Active).await;
+    assert_eq!(
+        ids_of(&claim_due(store, &short_lease("node-b", now() + 1_001)).await),
+        ids,
+        "claimed once its webhook is active again"
+    );
+}
+
 pub async fn renew_claims_pushes_the_lease_end(backend: Backend) {
     let store = backend.open().await;
     let store = store.as_ref();
@@ -169,11 +203,7 @@ pub async fn renew_claims_pushes_the_lease_end(backend: Backend) {
     let hook = webhook(store, &home.id, WebhookState::Active).await;
     let ids = publish_many(store, &hook, 2, now() - 1_000).await;
     let start = now();
-    let short = |node: &str, at| Claim {
-        lease_ms: 1_000,
-        ..claim(node, at, 10)
-    };
-    let by_a = claim_due(store, &short("node-a", start)).await;
+    let by_a = claim_due(store, &short_lease("node-a", start)).await;
     assert_eq!(ids_of(&by_a), sorted(ids.clone()));
     let (renewed, other) = (&ids[0], &ids[1]);
 
@@ -203,7 +233,7 @@ pub async fn renew_claims_pushes_the_lease_end(backend: Backend) {
             .await
             .is_empty()
     );
-    let at_10s = claim_due(store, &short("node-d", start + 10_001)).await;
+    let at_10s = claim_due(store, &short_lease("node-d", start + 10_001)).await;
     assert_eq!(ids_of(&at_10s), vec![renewed.clone()]);
 }
 

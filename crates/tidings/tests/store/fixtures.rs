@@ -289,6 +289,17 @@ pub async fn webhook_now(store: &dyn Store, webhook: &Webhook) -> Webhook {
         .expect("read a webhook")
 }
 
+/// Pauses, resumes or disables a webhook through an update, as the API does.
+pub async fn set_state(store: &dyn Store, webhook: &Webhook, state: WebhookState) {
+    let mut changed = webhook_now(store, webhook).await;
+    changed.state = state;
+    changed.updated_at = now();
+    store
+        .update_webhook(&changed)
+        .await
+        .expect("change a webhook's state");
+}
+
 /// Every notification due now, claimed with a long lease.
 pub async fn notifications_due(store: &dyn Store, at: UnixMillis) -> Vec<Notification> {
     store

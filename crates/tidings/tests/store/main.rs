@@ -69,6 +69,7 @@ stories! {
         claims::claimed_delivery_carries_event_and_webhook,
         claims::deliveries_of_one_event_share_its_data_in_a_claim,
         claims::lease_expiry_hands_the_delivery_to_another_node,
+        claims::a_lapsed_claim_of_a_paused_webhook_waits_for_its_resume,
         claims::renew_claims_pushes_the_lease_end,
         claims::release_makes_a_claimed_delivery_due_at_once,
         claims::release_all_claims_depends_on_who_owns_the_store,

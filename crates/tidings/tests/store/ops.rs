@@ -147,10 +147,7 @@ pub async fn retry_delivery_queues_a_finished_delivery_again(backend: Backend) {
     );
 
     // A paused webhook's delivery is queued but held.
-    let mut pause = webhook_now(store, &hook).await;
-    pause.state = WebhookState::Paused;
-    pause.updated_at = now();
-    store.update_webhook(&pause).await.expect("pause");
+    set_state(store, &hook, WebhookState::Paused).await;
     let held = store
         .retry_delivery(&home.id, paused_id, now())
         .await

@@ -703,10 +703,7 @@ pub async fn retry_recorded_after_a_pause_is_held(backend: Backend) {
     assert_eq!(claimed.len(), 1);
 
     // Paused while the attempt is in flight; the attempt fails and is to be retried.
-    let mut pause = webhook_now(store, &hook).await;
-    pause.state = WebhookState::Paused;
-    pause.updated_at = now();
-    store.update_webhook(&pause).await.expect("pause");
+    set_state(store, &hook, WebhookState::Paused).await;
     let retry_at = now() + 1_000;
     record(
         store,
@@ -733,10 +730,7 @@ pub async fn retry_recorded_after_a_pause_is_held(backend: Backend) {
         "held like every other delivery of a paused webhook, so no node keeps waking for it"
     );
 
-    let mut resume = webhook_now(store, &hook).await;
-    resume.state = WebhookState::Active;
-    resume.updated_at = now();
-    store.update_webhook(&resume).await.expect("resume");
+    set_state(store, &hook, WebhookState::Active).await;
     let due = delivery(store, &home.id, &ids[0])
         .await
         .next_attempt_at

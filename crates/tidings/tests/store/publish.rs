@@ -484,10 +484,7 @@ pub async fn paused_webhook_holds_deliveries_until_resumed(backend: Backend) {
         new_event(&home.id, "lead.created.v1", now() - 1_000, &[&active]),
     )
     .await;
-    let mut pause = webhook_now(store, &active).await;
-    pause.state = WebhookState::Paused;
-    pause.updated_at = now();
-    store.update_webhook(&pause).await.expect("pause a webhook");
+    set_state(store, &active, WebhookState::Paused).await;
     let held = delivery(store, &home.id, &waiting.delivery_ids[0]).await;
     assert_eq!(held.status, DeliveryStatus::Pending);
     assert_eq!(held.next_attempt_at, None);
