@@ -12,11 +12,29 @@ use crate::bind::{NULL, Rows, from_json, int, opt_text, text, to_json};
 use crate::rows::{execute, query_optional, query_rows, query_value};
 use crate::{dispatch, map_err, rows};
 
+/// Fails with `NotFound` unless `sql` finds a row.
+fn exists(conn: &Connection, sql: &str, params: &[&dyn rusqlite::ToSql]) -> StoreResult<()> {
+    query_optional(conn, sql, params, |_| Ok(()))?.ok_or(StoreError::NotFound)
+}
+
 /// Inserts events and deliveries inside the writer's transaction.
 ///
 /// Events without an idempotency key (the common case) go in with two statements for the whole
 /// job, whatever its size.
 pub fn insert(conn: &Connection, events: Vec<NewEvent>) -> StoreResult<Vec<Published>> {
+    // The writer's connection checks no foreign keys: a workspace deleted since the API read it
+    // fails the job here, as its key would (a job's events are usually of one workspace).
+    let mut checked: Option<&str> = None;
+    for event in &events {
+        if checked != Some(event.workspace_id.as_str()) {
+            exists(
+                conn,
+                "SELECT 1 FROM workspaces WHERE id = ?",
+                &[&event.workspace_id],
+            )?;
+            checked = Some(&event.workspace_id);
+        }
+    }
     let mut published: Vec<Option<Published>> = vec![None; events.len()];
     let mut plain = Vec::with_capacity(events.len());
     for (index, event) in events.into_iter().enumerate() {
@@ -204,6 +222,13 @@ fn insert_event(conn: &Connection, event: &NewEvent) -> StoreResult<()> {
 
 /// Stores a test send in one go: the event, its finished test delivery and the attempt.
 pub fn insert_test_send(conn: &Connection, event: NewEvent, outcome: Outcome) -> StoreResult<()> {
+    // No foreign keys on the writer's connection: the webhook (and with it its workspace) must
+    // still be there.
+    exists(
+        conn,
+        "SELECT 1 FROM webhooks WHERE id = ? AND workspace_id = ?",
+        &[&outcome.webhook_id, &event.workspace_id],
+    )?;
     insert_event(conn, &event)?;
     let status = match outcome.next {
         NextState::Delivered => "delivered",

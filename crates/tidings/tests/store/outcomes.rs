@@ -536,6 +536,42 @@ pub async fn failed_delivery_notifies_the_operator(backend: Backend) {
     );
 }
 
+pub async fn a_test_send_for_a_deleted_webhook_stores_nothing(backend: Backend) {
+    let store = backend.open().await;
+    let store = store.as_ref();
+    let home = workspace(store).await;
+    let hook = webhook(store, &home.id, WebhookState::Active).await;
+    // Deleted while its test send's attempt was in flight.
+    store
+        .delete_webhook(&home.id, &hook.id)
+        .await
+        .expect("delete the webhook");
+    let event = new_event(&home.id, "lead.created.v1", now(), &[]);
+    let delivery_id = new_id(IdKind::Delivery);
+    assert_not_found(
+        store
+            .record_test_send(
+                event.clone(),
+                outcome(
+                    &delivery_id,
+                    &hook.id,
+                    attempt(now(), 8, Some(200)),
+                    NextState::Delivered,
+                ),
+            )
+            .await,
+        "a test send for a deleted webhook",
+    );
+    assert_not_found(
+        store.get_event(&home.id, &event.id).await,
+        "the event of a refused test send",
+    );
+    assert_not_found(
+        store.get_delivery(&home.id, &delivery_id).await,
+        "the delivery of a refused test send",
+    );
+}
+
 pub async fn test_send_is_stored_finished_and_leaves_health_alone(backend: Backend) {
     let store = backend.open().await;
     let store = store.as_ref();

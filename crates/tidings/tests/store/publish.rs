@@ -136,6 +136,28 @@ pub async fn publish_stores_event_and_deliveries_in_one_call(backend: Backend) {
     );
 }
 
+pub async fn publish_into_a_deleted_workspace_fails_and_stores_nothing(backend: Backend) {
+    let store = backend.open().await;
+    let store = store.as_ref();
+    let home = workspace(store).await;
+    let hook = webhook(store, &home.id, WebhookState::Active).await;
+    // The API read the workspace (its key, its webhooks) before it was deleted.
+    store
+        .delete_workspace(&home.id)
+        .await
+        .expect("delete the workspace");
+    let late = new_event(&home.id, "lead.created.v1", now(), &[&hook]);
+    assert_not_found(
+        store.publish(vec![late.clone()]).await,
+        "publish into a deleted workspace",
+    );
+    assert_not_found(
+        store.get_event(&home.id, &late.id).await,
+        "the event of a refused publish",
+    );
+    assert_eq!(store.count_pending().await.expect("count pending"), 0);
+}
+
 pub async fn publish_skips_deliveries_of_deleted_webhooks(backend: Backend) {
     let store = backend.open().await;
     let store = store.as_ref();
