@@ -168,6 +168,7 @@ impl DataSchema {
     pub fn compile(schema: &Value) -> Result<Self, String> {
         jsonschema::options_for::<Borrowed>()
             .should_validate_formats(true)
+            .with_format("email", crate::email::is_email)
             .build(schema)
             .map(|validator| Self { validator })
             .map_err(|error| error.to_string())

@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod data;
+mod email;
 pub mod ids;
 pub mod matching;
 pub mod net;
