@@ -79,9 +79,34 @@ impl CpuMeter {
 
     /// Microseconds of CPU per event since the start: Tidings, the bench, PostgreSQL (if any).
     pub fn per_event(&self, events: u64) -> [f64; 3] {
-        let end = self.read();
+        self.since_start().per_event(events)
+    }
+
+    /// CPU spent since the start so far, to be split later (`CpuSpent::since`).
+    pub fn since_start(&self) -> CpuSpent {
+        let now = self.read();
+        CpuSpent(std::array::from_fn(|i| {
+            now[i].saturating_sub(self.start[i])
+        }))
+    }
+}
+
+/// CPU time of a measurement's processes (Tidings, the bench, PostgreSQL) over some span.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuSpent(pub(crate) [Duration; 3]);
+
+impl CpuSpent {
+    /// What was spent after `earlier`, a reading of the same meter.
+    pub fn since(&self, earlier: &CpuSpent) -> CpuSpent {
+        CpuSpent(std::array::from_fn(|i| {
+            self.0[i].saturating_sub(earlier.0[i])
+        }))
+    }
+
+    /// Microseconds per event.
+    pub fn per_event(&self, events: u64) -> [f64; 3] {
         let events = events.max(1) as f64;
-        std::array::from_fn(|i| end[i].saturating_sub(self.start[i]).as_secs_f64() * 1e6 / events)
+        std::array::from_fn(|i| self.0[i].as_secs_f64() * 1e6 / events)
     }
 }
 
