@@ -128,26 +128,42 @@ struct BatchPublished {
     events: Vec<Published>,
 }
 
-fn optional_id(field: &str, value: Option<String>) -> ApiResult<Option<String>> {
+fn optional_id(at: At, name: &str, value: Option<String>) -> ApiResult<Option<String>> {
     match value {
-        Some(v) if v.is_empty() || v.len() > 200 => Err(ApiError::invalid(
-            field,
-            format!("`{field}` must be 1 to 200 characters"),
-        )),
+        Some(v) if v.is_empty() || v.len() > 200 => {
+            let field = at.field(name);
+            let message = format!("`{field}` must be 1 to 200 characters");
+            Err(ApiError::invalid(field, message))
+        }
         other => Ok(other),
     }
 }
 
-/// Checks one event and works out its deliveries. `at` prefixes field names inside a batch.
+/// Where an event sits in its request: alone, or at an index of a batch. Field names are spelt
+/// out only for an error, not for every event of every batch.
+#[derive(Debug, Clone, Copy)]
+struct At(Option<usize>);
+
+impl At {
+    /// `name`, or `events[i].name` inside a batch.
+    fn field(self, name: &str) -> String {
+        match self.0 {
+            Some(index) => format!("events[{index}].{name}"),
+            None => name.to_owned(),
+        }
+    }
+}
+
+/// Checks one event and works out its deliveries.
 async fn prepare(
     state: &AppState,
     workspace: &Workspace,
     webhooks: &[Webhook],
     event: PublishEvent,
-    at: &str,
+    at: At,
     now: i64,
 ) -> ApiResult<NewEvent> {
-    let field = |name: &str| format!("{at}{name}");
+    let field = |name: &str| at.field(name);
     let resolved = state
         .types
         .get(state.store.as_ref(), &event.event_type)
@@ -191,10 +207,9 @@ async fn prepare(
     if length + ENVELOPE_OVERHEAD > MAX_EVENT_BYTES {
         return Err(ApiError::PayloadTooLarge(format!(
             "{}the event is {} bytes; deliveries are limited to 1 MiB",
-            if at.is_empty() {
-                String::new()
-            } else {
-                format!("{at}: ")
+            match at.0 {
+                Some(index) => format!("events[{index}]: "),
+                None => String::new(),
             },
             length
         )));
@@ -212,10 +227,10 @@ async fn prepare(
         ));
     }
     let scope = EventScope {
-        campaign_id: optional_id(&field("campaign_id"), event.campaign_id)?,
-        client_id: optional_id(&field("client_id"), event.client_id)?,
-        agent_id: optional_id(&field("agent_id"), event.agent_id)?,
-        category_id: optional_id(&field("category_id"), event.category_id)?,
+        campaign_id: optional_id(at, "campaign_id", event.campaign_id)?,
+        client_id: optional_id(at, "client_id", event.client_id)?,
+        agent_id: optional_id(at, "agent_id", event.agent_id)?,
+        category_id: optional_id(at, "category_id", event.category_id)?,
     }
     .completed_from_data(&parsed);
     drop(parsed);
@@ -280,12 +295,8 @@ async fn publish(
     let now = tidings_core::now_millis();
     let mut prepared = Vec::with_capacity(events.len());
     for (index, event) in events.into_iter().enumerate() {
-        let at = if batch {
-            format!("events[{index}].")
-        } else {
-            String::new()
-        };
-        prepared.push(prepare(state, workspace, webhooks, event, &at, now).await?);
+        let at = At(batch.then_some(index));
+        prepared.push(prepare(state, workspace, webhooks, event, at, now).await?);
     }
     let count = prepared.len() as u64;
     // Durable before we answer: publish returns only after the commit.

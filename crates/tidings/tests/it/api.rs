@@ -1353,6 +1353,22 @@ async fn an_invalid_event_rejects_the_whole_batch() {
     let error = assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(error["field"], "events[1].type", "{body}");
 
+    let mut unscoped = good.clone();
+    unscoped["campaign_id"] = json!("");
+    let (status, body) = app
+        .post(
+            &format!("/v1/workspaces/{ws}/events/batch"),
+            json!({"events": [good.clone(), good.clone(), unscoped.clone()]}),
+        )
+        .await;
+    let error = assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error["field"], "events[2].campaign_id", "{body}");
+    let (status, body) = app
+        .post(&format!("/v1/workspaces/{ws}/events"), unscoped)
+        .await;
+    let error = assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error["field"], "campaign_id", "{body}");
+
     assert_eq!(
         event_count(&app, &ws).await,
         before_events,
