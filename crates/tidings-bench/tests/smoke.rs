@@ -14,6 +14,8 @@ const ROWS: &[&str] = &[
     "ceiling CPU per request, client in the receiver's process",
     "publish single",
     "publish batch (100)",
+    "publish single CPU per event: Tidings",
+    "publish batch (100) CPU per event: Tidings",
     "end-to-end",
     "end-to-end / ceiling",
     "end-to-end CPU per delivery: Tidings",
