@@ -1273,7 +1273,13 @@ async fn oversized_events_are_413_with_the_error_shape() {
             json!({"events": [small, event, small]}),
         )
         .await;
-    assert_error(status, &body, StatusCode::PAYLOAD_TOO_LARGE);
+    let error = assert_error(status, &body, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("events[1]: the event is ")),
+        "{body}"
+    );
     assert_eq!(event_count(&app, &ws).await, 0);
     assert!(delivery_ids(&app, &ws, "").await.is_empty());
 }
