@@ -152,6 +152,14 @@ impl At {
             None => name.to_owned(),
         }
     }
+
+    /// What a message about the whole event starts with: `events[i]: ` inside a batch.
+    fn prefix(self) -> String {
+        match self.0 {
+            Some(index) => format!("events[{index}]: "),
+            None => String::new(),
+        }
+    }
 }
 
 /// Checks one event and works out its deliveries.
@@ -163,24 +171,23 @@ async fn prepare(
     at: At,
     now: i64,
 ) -> ApiResult<NewEvent> {
-    let field = |name: &str| at.field(name);
     let resolved = state
         .types
         .get(state.store.as_ref(), &event.event_type)
         .await?
         .ok_or_else(|| {
             ApiError::invalid(
-                field("type"),
+                at.field("type"),
                 format!("`{}` is not an event type of this server", event.event_type),
             )
         })?;
     // Read without building a `serde_json::Value`, and stored as the text it arrived as: the
     // raw value has already been checked to be JSON.
     let parsed = data::parse(event.data.get())
-        .map_err(|e| ApiError::invalid(field("data"), format!("`data` cannot be read: {e}")))?;
+        .map_err(|e| ApiError::invalid(at.field("data"), format!("`data` cannot be read: {e}")))?;
     if !matches!(parsed, Data::Object(_)) {
         return Err(ApiError::invalid(
-            field("data"),
+            at.field("data"),
             "The event's `data` must be a JSON object",
         ));
     }
@@ -190,7 +197,7 @@ async fn prepare(
         return Err(ApiError::invalid(
             format!(
                 "{}{}",
-                field("data"),
+                at.field("data"),
                 if violation.path == "/" {
                     String::new()
                 } else {
@@ -207,22 +214,19 @@ async fn prepare(
     if length + ENVELOPE_OVERHEAD > MAX_EVENT_BYTES {
         return Err(ApiError::PayloadTooLarge(format!(
             "{}the event is {} bytes; deliveries are limited to 1 MiB",
-            match at.0 {
-                Some(index) => format!("events[{index}]: "),
-                None => String::new(),
-            },
+            at.prefix(),
             length
         )));
     }
     let occurred_at = match &event.occurred_at {
-        Some(text) => parse_time(&field("occurred_at"), text)?,
+        Some(text) => parse_time(&at.field("occurred_at"), text)?,
         None => now,
     };
     if let Some(key) = &event.idempotency_key
         && (key.is_empty() || key.len() > 255)
     {
         return Err(ApiError::invalid(
-            field("idempotency_key"),
+            at.field("idempotency_key"),
             "The idempotency key must be 1 to 255 characters",
         ));
     }
