@@ -16,6 +16,7 @@ const ROWS: &[&str] = &[
     "publish batch (100)",
     "publish single CPU per event: Tidings",
     "publish batch (100) CPU per event: Tidings",
+    "ceiling before end-to-end",
     "end-to-end",
     "end-to-end / ceiling",
     "end-to-end CPU per delivery: Tidings",

@@ -106,7 +106,9 @@ pub async fn run(
         &backend.row("end-to-end / ceiling"),
         100.0 * rate / ceiling,
         "%",
-        "target ≥ 50 %",
+        format!(
+            "of {ceiling:.0} requests/s, the higher of the run's first ceiling and the one just before this phase; target ≥ 50 %"
+        ),
     );
 
     report.add(

@@ -34,6 +34,9 @@ pub async fn flush_dirty_pages() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The ceiling measured again just before each end-to-end phase.
+const BEFORE_END_TO_END: &str = "ceiling before end-to-end";
+
 pub async fn run_all(config: &Config, report: &mut Report) -> anyhow::Result<()> {
     let receiver = Receiver::start(0, Mode::Ok).await?;
 
@@ -45,6 +48,14 @@ pub async fn run_all(config: &Config, report: &mut Report) -> anyhow::Result<()>
     }
 
     if config.runs("end-to-end") {
+        let ceiling = ceiling::again(
+            config,
+            &receiver,
+            ceiling,
+            &Backend::Sqlite.row(BEFORE_END_TO_END),
+            report,
+        )
+        .await?;
         let mut tidings = TidingsProcess::start(config).await?;
         let setup = Setup::new(&tidings).await?;
         end_to_end::run(
@@ -79,6 +90,21 @@ pub async fn run_all(config: &Config, report: &mut Report) -> anyhow::Result<()>
         let cluster = tidings_testkit::postgres::Cluster::start_new_with(None, true)
             .map_err(|e| anyhow::anyhow!("cannot start PostgreSQL for the bench: {e}"))?;
         for phase in ["end-to-end", "latency"] {
+            let backend = Backend::Postgres {
+                server: cluster.server_pid(),
+            };
+            let ceiling = if phase == "end-to-end" {
+                ceiling::again(
+                    config,
+                    &receiver,
+                    ceiling,
+                    &backend.row(BEFORE_END_TO_END),
+                    report,
+                )
+                .await?
+            } else {
+                ceiling
+            };
             let url = cluster
                 .create_database()
                 .await
@@ -92,9 +118,7 @@ pub async fn run_all(config: &Config, report: &mut Report) -> anyhow::Result<()>
                     &setup,
                     &receiver,
                     ceiling,
-                    Backend::Postgres {
-                        server: cluster.server_pid(),
-                    },
+                    backend,
                     report,
                 )
                 .await?;
@@ -107,17 +131,7 @@ pub async fn run_all(config: &Config, report: &mut Report) -> anyhow::Result<()>
                     .await
                     .map_err(anyhow::Error::msg)?;
             } else {
-                latency::run(
-                    config,
-                    &mut tidings,
-                    &setup,
-                    &receiver,
-                    Backend::Postgres {
-                        server: cluster.server_pid(),
-                    },
-                    report,
-                )
-                .await?;
+                latency::run(config, &mut tidings, &setup, &receiver, backend, report).await?;
             }
         }
     }
