@@ -29,6 +29,11 @@ impl Measured {
     fn rate(&self) -> f64 {
         self.ok as f64 / self.elapsed
     }
+
+    /// Microseconds of CPU per answered request.
+    fn cpu_per_request(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.ok.max(1) as f64
+    }
 }
 
 /// What the client process reports on its stdout.
@@ -76,7 +81,7 @@ pub async fn run(config: &Config, receiver: &Receiver, report: &mut Report) -> a
     );
     report.add(
         "ceiling CPU per request",
-        separate.cpu.as_secs_f64() * 1e6 / separate.ok.max(1) as f64,
+        separate.cpu_per_request(),
         "µs",
         "CPU time (user + system) of the client's process and the bench's (the receiver) together, per request",
     );
@@ -88,7 +93,7 @@ pub async fn run(config: &Config, receiver: &Receiver, report: &mut Report) -> a
     );
     report.add(
         "ceiling CPU per request, client in the receiver's process",
-        shared.cpu.as_secs_f64() * 1e6 / shared.ok.max(1) as f64,
+        shared.cpu_per_request(),
         "µs",
         "CPU time of the bench process per request",
     );
@@ -121,7 +126,7 @@ pub async fn again(
         "requests/s",
         format!(
             "the ceiling measured again just before this phase, at {:.1} µs of CPU per request; the phase's ratios divide by the higher of this and the run's first ceiling ({first:.0})",
-            measured.cpu.as_secs_f64() * 1e6 / measured.ok.max(1) as f64,
+            measured.cpu_per_request(),
         ),
     );
     Ok(rate.max(first))
