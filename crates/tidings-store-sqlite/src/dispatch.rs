@@ -12,23 +12,25 @@ use tidings_core::{UnixMillis, now_millis};
 use tidings_store::*;
 
 use crate::bind::{Packed, Rows, int, opt_int, opt_text, text, to_json};
+use crate::claims::{Claims, Held, Table};
 use crate::rows::{execute, query_optional};
 use crate::{map_err, map_sql, rows};
 
 /// Claims due deliveries of active webhooks, no more per webhook than brings its live claims (less
 /// the claim's settled ones) to `per_webhook_claims`, or to `alone_claims` where no other node
-/// holds any; the claim's end becomes the delivery's due time. Returns what the dispatcher needs
-/// of each, read on the writer's connection while the rows are at hand.
+/// holds any; the claim's end is the lease's. Returns what the dispatcher needs of each, read on
+/// the writer's connection while the rows are at hand, with the claims taken (`claims.rs`: they
+/// are held in memory, and the writer undoes them if its transaction fails).
 ///
 /// Each webhook's share is counted here rather than by a window function in SQL: a claim reads up
 /// to `limit` candidates to keep a few per webhook, and numbering them in SQL cost more than the
 /// rest of the claim.
-pub fn claim(conn: &Connection, claim: &Claim) -> StoreResult<Vec<Claimed>> {
-    let Candidates { due, webhooks } = candidates(conn, claim)?;
+pub fn claim(conn: &Connection, claims: &Claims, claim: &Claim) -> StoreResult<Vec<Claimed>> {
+    let Candidates { due, webhooks } = candidates(conn, claims, claim)?;
     if due.is_empty() {
         return Ok(Vec::new());
     }
-    let mut left = shares(conn, claim, &webhooks)?;
+    let mut left = shares(conn, claims, claim, &webhooks)?;
     let mut chosen = String::with_capacity(due.len() * 8 + 2);
     chosen.push('[');
     for (rowid, webhook) in due {
@@ -46,13 +48,21 @@ pub fn claim(conn: &Connection, claim: &Claim) -> StoreResult<Vec<Claimed>> {
     if chosen == "[]" {
         return Ok(Vec::new());
     }
-    execute(
-        conn,
-        "UPDATE deliveries SET claimed_by = ?1, next_attempt_at = ?2
-         WHERE rowid IN (SELECT value FROM json_each(?3))",
-        params![claim.node, claim.now + claim.lease_ms, chosen],
-    )?;
-    read_claimed(conn, &chosen)
+    let claimed = read_claimed(conn, &chosen)?;
+    let until = claim.now + claim.lease_ms;
+    let mut table = claims.lock();
+    for row in &claimed {
+        table.take(
+            row.rowid,
+            Held {
+                id: row.delivery_id.clone(),
+                webhook: row.webhook_id.clone(),
+                node: claim.node.clone(),
+                until,
+            },
+        );
+    }
+    Ok(claimed)
 }
 
 /// Due deliveries outside a claim's exclusions, oldest first.
@@ -63,9 +73,12 @@ struct Candidates {
     webhooks: Vec<String>,
 }
 
-/// At most `limit` candidates, read from the due index alone (it covers rowid, due time and
-/// webhook).
-fn candidates(conn: &Connection, claim: &Claim) -> StoreResult<Candidates> {
+/// At most `limit` candidates that no live claim holds, read from the due index alone (it covers
+/// rowid, due time and webhook). Claimed deliveries keep their place in it, so the read goes past
+/// at most as many rows more as there are claims.
+fn candidates(conn: &Connection, claims: &Claims, claim: &Claim) -> StoreResult<Candidates> {
+    let table = claims.lock();
+    let limit = usize::try_from(claim.limit).unwrap_or(usize::MAX);
     let mut statement = conn
         .prepare_cached(
             "SELECT rowid, webhook_id FROM deliveries
@@ -79,14 +92,19 @@ fn candidates(conn: &Connection, claim: &Claim) -> StoreResult<Candidates> {
         .query(params![
             claim.now,
             to_json(&claim.exclude_webhooks)?,
-            claim.limit
+            i64::try_from(limit.saturating_add(table.len())).unwrap_or(i64::MAX)
         ])
         .map_err(map_sql)?;
     let mut due = Vec::new();
     let mut webhooks: Vec<String> = Vec::new();
     let mut place: HashMap<String, usize> = HashMap::new();
-    while let Some(row) = rows.next().map_err(map_sql)? {
+    while due.len() < limit
+        && let Some(row) = rows.next().map_err(map_sql)?
+    {
         let rowid: i64 = row.get(0).map_err(map_sql)?;
+        if table.holds(rowid, claim.now) {
+            continue;
+        }
         let webhook = row
             .get_ref(1)
             .and_then(|value| value.as_str().map_err(Into::into))
@@ -106,44 +124,41 @@ fn candidates(conn: &Connection, claim: &Claim) -> StoreResult<Candidates> {
 
 /// How many deliveries the claim may take of each webhook, in the order given: none of one that
 /// is not active, otherwise its cap less its live claims (less this node's settled ones). One
-/// statement over all of them; `j.key` is the webhook's place in the list.
-fn shares(conn: &Connection, claim: &Claim, webhooks: &[String]) -> StoreResult<Vec<i64>> {
+/// statement reads their states; `j.key` is the webhook's place in the list.
+fn shares(
+    conn: &Connection,
+    claims: &Claims,
+    claim: &Claim,
+    webhooks: &[String],
+) -> StoreResult<Vec<i64>> {
+    let live = claims
+        .lock()
+        .live(webhooks, &claim.node, &claim.settled, claim.now);
     let mut statement = conn
         .prepare_cached(
-            "SELECT j.key, COALESCE(w.state != 'active', 0), COUNT(d.rowid),
-                    COALESCE(SUM(d.claimed_by != ?1), 0)
-             FROM json_each(?2) j
-             LEFT JOIN webhooks w ON w.id = j.value
-             LEFT JOIN deliveries d ON d.webhook_id = j.value AND d.claimed_by IS NOT NULL
-                  AND d.status = 'pending' AND d.next_attempt_at > ?3
-                  AND d.id NOT IN (SELECT value FROM json_each(?4))
-             GROUP BY j.key",
+            "SELECT j.key, COALESCE(w.state != 'active', 0)
+             FROM json_each(?1) j LEFT JOIN webhooks w ON w.id = j.value",
         )
         .map_err(map_sql)?;
     let mut rows = statement
-        .query(params![
-            claim.node,
-            to_json(webhooks)?,
-            claim.now,
-            to_json(&claim.settled)?
-        ])
+        .query(params![to_json(webhooks)?])
         .map_err(map_sql)?;
     let alone = claim.per_webhook_claims.max(claim.alone_claims);
     let mut shares = vec![0; webhooks.len()];
     while let Some(row) = rows.next().map_err(map_sql)? {
         let at: i64 = row.get(0).map_err(map_sql)?;
         let inactive: bool = row.get(1).map_err(map_sql)?;
-        let live: i64 = row.get(2).map_err(map_sql)?;
-        let others: i64 = row.get(3).map_err(map_sql)?;
+        let Some(at) = usize::try_from(at).ok().filter(|at| *at < shares.len()) else {
+            continue;
+        };
+        let (live, others) = live[at];
         let cap = if others == 0 {
             alone
         } else {
             claim.per_webhook_claims
         };
-        if let Some(share) = usize::try_from(at).ok().and_then(|at| shares.get_mut(at))
-            && !inactive
-        {
-            *share = i64::from(cap).saturating_sub(live);
+        if !inactive {
+            shares[at] = i64::from(cap).saturating_sub(live);
         }
     }
     Ok(shares)
@@ -151,6 +166,7 @@ fn shares(conn: &Connection, claim: &Claim, webhooks: &[String]) -> StoreResult<
 
 /// A claimed delivery with its event, before its webhook is attached.
 pub struct Claimed {
+    rowid: i64,
     delivery_id: String,
     attempts: i64,
     event_id: String,
@@ -160,13 +176,19 @@ pub struct Claimed {
     data: Arc<str>,
 }
 
+impl Claimed {
+    pub fn rowid(&self) -> i64 {
+        self.rowid
+    }
+}
+
 /// Reads the claimed deliveries named in `chosen` (a JSON array of rowids) with their events; an event
 /// shared by several deliveries is copied out once.
 fn read_claimed(conn: &Connection, chosen: &str) -> StoreResult<Vec<Claimed>> {
     // In the array's order, without sorting: the rows of one event need not be next to each other.
     let mut statement = conn
         .prepare_cached(
-            "SELECT d.id, d.attempts, d.event_id, d.webhook_id, e.event_type, e.occurred_at, e.data
+            "SELECT d.id, d.attempts, d.event_id, d.webhook_id, e.event_type, e.occurred_at, e.data, d.rowid
              FROM json_each(?) j CROSS JOIN deliveries d ON d.rowid = j.value
              JOIN events e ON e.id = d.event_id",
         )
@@ -186,6 +208,7 @@ fn read_claimed(conn: &Connection, chosen: &str) -> StoreResult<Vec<Claimed>> {
             }
         };
         claimed.push(Claimed {
+            rowid: row.get(7).map_err(map_sql)?,
             delivery_id: row.get(0).map_err(map_sql)?,
             attempts: row.get(1).map_err(map_sql)?,
             event_id,
@@ -200,18 +223,61 @@ fn read_claimed(conn: &Connection, chosen: &str) -> StoreResult<Vec<Claimed>> {
 
 /// When the first delivery of an active webhook outside the claim's exclusions is due (a claimed
 /// one: when its lease ends), if there is one.
-pub fn next_due_outside(conn: &Connection, claim: &Claim) -> StoreResult<Option<UnixMillis>> {
+pub fn next_due_outside(
+    conn: &Connection,
+    claims: &Claims,
+    claim: &Claim,
+) -> StoreResult<Option<UnixMillis>> {
     let excluded = to_json(&claim.exclude_webhooks)?;
-    query_optional(
-        conn,
-        "SELECT d.next_attempt_at FROM deliveries d
-         WHERE d.status = 'pending' AND d.next_attempt_at IS NOT NULL
-           AND d.webhook_id NOT IN (SELECT value FROM json_each(?))
-           AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.state = 'active')
-         ORDER BY d.next_attempt_at LIMIT 1",
-        [excluded],
-        |row| row.get(0),
-    )
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT d.rowid, d.next_attempt_at FROM deliveries d
+             WHERE d.status = 'pending' AND d.next_attempt_at IS NOT NULL
+               AND d.webhook_id NOT IN (SELECT value FROM json_each(?))
+               AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.state = 'active')
+             ORDER BY d.next_attempt_at",
+        )
+        .map_err(map_sql)?;
+    let mut rows = statement.query([excluded]).map_err(map_sql)?;
+    let table = claims.lock();
+    let mut due = Due::new(&table, claim.now);
+    while let Some(row) = rows.next().map_err(map_sql)? {
+        if !due.see(row.get(0).map_err(map_sql)?, row.get(1).map_err(map_sql)?) {
+            break;
+        }
+    }
+    Ok(due.earliest)
+}
+
+/// The earliest time a delivery falls due, seen over deliveries in due order: a claimed one's is
+/// its lease's end.
+struct Due<'a> {
+    table: &'a Table,
+    now: UnixMillis,
+    earliest: Option<UnixMillis>,
+}
+
+impl<'a> Due<'a> {
+    fn new(table: &'a Table, now: UnixMillis) -> Self {
+        Self {
+            table,
+            now,
+            earliest: None,
+        }
+    }
+
+    /// Takes the next delivery's rowid and due time; false once no later one can be earlier.
+    fn see(&mut self, rowid: i64, at: UnixMillis) -> bool {
+        if self.earliest.is_some_and(|earliest| earliest <= at) {
+            return false;
+        }
+        let at = match self.table.lease_end(rowid) {
+            Some(until) if self.table.holds(rowid, self.now) => until.max(at),
+            _ => at,
+        };
+        self.earliest = Some(self.earliest.map_or(at, |earliest| earliest.min(at)));
+        true
+    }
 }
 
 /// Attaches their webhooks to claimed deliveries; a webhook shared by several is read once.
@@ -253,23 +319,62 @@ pub async fn with_webhooks(
 
 /// Records attempts and moves deliveries on, only where this node still holds the claim; keeps
 /// endpoint health and the latency rollup, disables failing webhooks, queues notifications.
+/// Returns the claims it gave up, for the writer to put back if its transaction fails; on error it
+/// has put them back itself.
 ///
 /// Health and latency are folded per webhook and written once per batch: a busy webhook's outcomes
 /// cost one row update each, not three.
 pub fn record(
     conn: &Connection,
+    claims: &Claims,
     node: String,
     outcomes: &[Outcome],
     policy: HealthPolicy,
+) -> StoreResult<Vec<(i64, Held)>> {
+    // A delivery recorded twice in one batch keeps its first outcome: the first gives up the
+    // claim, which the second would need.
+    let mut seen = HashSet::with_capacity(outcomes.len());
+    let mut settled = Vec::with_capacity(outcomes.len());
+    let mut held = Vec::with_capacity(outcomes.len());
+    {
+        let mut table = claims.lock();
+        for outcome in outcomes {
+            if !seen.insert(outcome.delivery_id.as_str()) {
+                continue;
+            }
+            match table.held_by(&outcome.delivery_id, &node) {
+                Some(rowid) => {
+                    if let Some(claim) = table.drop_claim(rowid) {
+                        settled.push((rowid, claim));
+                        held.push((rowid, outcome));
+                    }
+                }
+                None => {
+                    tracing::warn!(delivery_id = %outcome.delivery_id, "the claim on this delivery was lost before its attempt was recorded");
+                }
+            }
+        }
+    }
+    match record_held(conn, claims, &held, policy) {
+        Ok(()) => Ok(settled),
+        Err(error) => {
+            let mut table = claims.lock();
+            for (rowid, claim) in settled {
+                table.restore(rowid, claim);
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Records the outcomes of deliveries whose claims were this node's, each with its rowid.
+fn record_held(
+    conn: &Connection,
+    claims: &Claims,
+    outcomes: &[(i64, &Outcome)],
+    policy: HealthPolicy,
 ) -> StoreResult<()> {
     let now = now_millis();
-    // A delivery recorded twice in one batch keeps its first outcome: the first clears the claim,
-    // which the second would need.
-    let mut seen = HashSet::with_capacity(outcomes.len());
-    let outcomes: Vec<&Outcome> = outcomes
-        .iter()
-        .filter(|o| seen.insert(o.delivery_id.as_str()))
-        .collect();
     if outcomes.is_empty() {
         return Ok(());
     }
@@ -277,7 +382,7 @@ pub fn record(
     // One statement moves every delivery of the batch on, one stores every attempt (a statement
     // per chunk of rows).
     let mut moves = Rows::with_capacity(outcomes.len());
-    for o in &outcomes {
+    for &(rowid, o) in outcomes {
         let (status, next_at) = match o.next {
             NextState::Delivered => ("delivered", None),
             NextState::Failed => ("failed", None),
@@ -289,27 +394,29 @@ pub fn record(
             opt_int(next_at),
             opt_int(o.attempt.status_code.map(i64::from)),
             opt_text(o.attempt.error_kind.map(|k| k.as_str())),
+            int(rowid),
         ]);
     }
     /// A recorded delivery: its attempt number, workspace, event and event type.
     type Moved = (i64, String, String, String);
-    // Only deliveries this node still holds move on; the statement returns them, so the attempts
-    // below are numbered and their events known without reading the rows a second time. A retry
+    // Deliveries are found by the rowid their claim read; the id guards against a rowid reused
+    // since. The statement returns what it moved, so the attempts below are numbered and their
+    // events known without reading the rows a second time. A retry
     // of a webhook paused or disabled meanwhile is held (no due time) like its other waiting
     // deliveries, until it is resumed or enabled.
     let mut moved: HashMap<String, Moved> = HashMap::with_capacity(outcomes.len());
     moves.run(
         conn,
-        &[&now, &node],
+        &[&now],
         (
-            "UPDATE deliveries SET status = j.column2, attempts = attempts + 1, claimed_by = NULL,
+            "UPDATE deliveries SET status = j.column2, attempts = attempts + 1,
                  next_attempt_at = CASE WHEN j.column3 IS NOT NULL
                                              AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = deliveries.webhook_id AND w.state = 'active')
                                         THEN j.column3 END,
                  last_status_code = j.column4, last_error_kind = j.column5, updated_at = ?1
              FROM (VALUES ",
             ") j
-             WHERE deliveries.id = j.column1 AND deliveries.claimed_by = ?2
+             WHERE deliveries.rowid = j.column6 AND deliveries.id = j.column1 AND deliveries.status = 'pending'
              RETURNING deliveries.id, deliveries.attempts, deliveries.workspace_id, deliveries.event_id, deliveries.event_type",
         ),
         |row| {
@@ -338,9 +445,9 @@ pub fn record(
     let mut headers = Packed::with_capacity(moved.len() * 512);
     let mut latency: HashMap<(String, i64, i64), i64> = HashMap::new();
     let mut health: HashMap<String, Vec<HealthStep>> = HashMap::new();
-    for outcome in &outcomes {
+    for &(_, outcome) in outcomes {
         let Some(updated) = moved.get(&outcome.delivery_id) else {
-            tracing::warn!(delivery_id = %outcome.delivery_id, "the claim on this delivery was lost before its attempt was recorded");
+            tracing::warn!(delivery_id = %outcome.delivery_id, "this delivery was deleted or finished while its attempt ran; the attempt is not recorded");
             continue;
         };
         let attempt = &outcome.attempt;
@@ -435,7 +542,15 @@ pub fn record(
     }
     for (webhook_id, steps) in health {
         if let Some(reason) = apply_health(conn, &webhook_id, &steps, &policy, now)? {
-            disable_webhook(conn, &webhook_id, &reason, now, policy.notify_operator)?;
+            let claimed = claims.lock().of_webhook(&webhook_id);
+            disable_webhook(
+                conn,
+                &webhook_id,
+                &reason,
+                &claimed,
+                now,
+                policy.notify_operator,
+            )?;
         }
     }
     Ok(())
@@ -564,12 +679,13 @@ pub fn insert_attempt(
     Ok(())
 }
 
-/// Disables a webhook (if it is not already), keeps what was waiting for it as skipped, and tells
-/// the operator when asked to.
+/// Disables a webhook (if it is not already), keeps what was waiting for it as skipped (not the
+/// `claimed` ones, whose attempts are running), and tells the operator when asked to.
 fn disable_webhook(
     conn: &Connection,
     webhook_id: &str,
     reason: &str,
+    claimed: &[String],
     now: UnixMillis,
     notify: bool,
 ) -> StoreResult<()> {
@@ -584,8 +700,8 @@ fn disable_webhook(
     execute(
         conn,
         "UPDATE deliveries SET status = 'skipped', next_attempt_at = NULL, updated_at = ?
-         WHERE webhook_id = ? AND status = 'pending' AND claimed_by IS NULL",
-        params![now, webhook_id],
+         WHERE webhook_id = ? AND status = 'pending' AND id NOT IN (SELECT value FROM json_each(?))",
+        params![now, webhook_id, to_json(claimed)?],
     )?;
     if let (Some((workspace_id, spec)), true) = (disabled, notify) {
         let url = serde_json::from_str::<serde_json::Value>(&spec)
@@ -624,61 +740,28 @@ fn enqueue_notification(
     Ok(())
 }
 
-pub async fn release(pool: &SqlitePool, node: &str, ids: &[String]) -> StoreResult<()> {
-    sqlx::query(
-        "UPDATE deliveries SET claimed_by = NULL, next_attempt_at = ?
-         WHERE claimed_by = ? AND status = 'pending' AND id IN (SELECT value FROM json_each(?))",
-    )
-    .bind(now_millis())
-    .bind(node)
-    .bind(to_json(ids)?)
-    .execute(pool)
-    .await
-    .map_err(map_err)?;
-    Ok(())
-}
-
-pub async fn renew(
-    pool: &SqlitePool,
-    node: &str,
-    ids: &[String],
-    until: UnixMillis,
-) -> StoreResult<()> {
-    sqlx::query(
-        "UPDATE deliveries SET next_attempt_at = MAX(next_attempt_at, ?)
-         WHERE claimed_by = ? AND status = 'pending' AND id IN (SELECT value FROM json_each(?))",
-    )
-    .bind(until)
-    .bind(node)
-    .bind(to_json(ids)?)
-    .execute(pool)
-    .await
-    .map_err(map_err)?;
-    Ok(())
-}
-
-pub async fn release_all(pool: &SqlitePool) -> StoreResult<u64> {
-    let result = sqlx::query(
-        "UPDATE deliveries SET claimed_by = NULL, next_attempt_at = MIN(next_attempt_at, ?)
-         WHERE claimed_by IS NOT NULL AND status = 'pending'",
-    )
-    .bind(now_millis())
-    .execute(pool)
-    .await
-    .map_err(map_err)?;
-    Ok(result.rows_affected())
-}
-
-pub async fn next_due_at(pool: &SqlitePool) -> StoreResult<Option<UnixMillis>> {
-    // Held deliveries (paused or disabled webhooks) have no due time, so this reads one index entry.
-    sqlx::query_scalar(
-        "SELECT next_attempt_at FROM deliveries
+pub async fn next_due_at(pool: &SqlitePool, claims: &Claims) -> StoreResult<Option<UnixMillis>> {
+    // Held deliveries (paused or disabled webhooks) have no due time, so this reads the index
+    // entries of the live claims and one more.
+    let now = now_millis();
+    let claimed = i64::try_from(claims.lock().len()).unwrap_or(i64::MAX);
+    let first: Vec<(i64, UnixMillis)> = sqlx::query_as(
+        "SELECT rowid, next_attempt_at FROM deliveries
          WHERE status = 'pending' AND next_attempt_at IS NOT NULL
-         ORDER BY next_attempt_at LIMIT 1",
+         ORDER BY next_attempt_at LIMIT ?",
     )
-    .fetch_optional(pool)
+    .bind(claimed.saturating_add(1))
+    .fetch_all(pool)
     .await
-    .map_err(map_err)
+    .map_err(map_err)?;
+    let table = claims.lock();
+    let mut due = Due::new(&table, now);
+    for (rowid, at) in first {
+        if !due.see(rowid, at) {
+            break;
+        }
+    }
+    Ok(due.earliest)
 }
 
 pub async fn count_pending(pool: &SqlitePool) -> StoreResult<u64> {

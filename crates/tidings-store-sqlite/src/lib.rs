@@ -7,6 +7,7 @@
 
 mod bind;
 mod catalog;
+mod claims;
 mod dispatch;
 mod events;
 mod ops;
@@ -38,6 +39,7 @@ pub struct SqliteStore {
     jobs: writer::JobSender,
     work: Arc<Notify>,
     changes: writer::Changes,
+    claims: claims::Claims,
 }
 
 /// How the database file is opened.
@@ -117,10 +119,12 @@ impl SqliteStore {
             .map_err(map_err)?;
         let work = Arc::new(Notify::new());
         let changes = writer::Changes::default();
+        let claims = claims::Claims::default();
         let jobs = writer::spawn(
             &database,
             work.clone(),
             changes.clone(),
+            claims.clone(),
             options.synchronous_full,
         )?;
         Ok(Self {
@@ -129,6 +133,7 @@ impl SqliteStore {
             jobs,
             work,
             changes,
+            claims,
         })
     }
 }
@@ -230,8 +235,10 @@ impl Store for SqliteStore {
         dispatch::with_webhooks(&self.reader, claimed).await
     }
     async fn release(&self, node: &str, delivery_ids: &[String]) -> StoreResult<()> {
-        dispatch::release(&self.writer, node, delivery_ids).await?;
-        self.new_work();
+        // A released delivery is due again at once: its due time is the one it was claimed at.
+        if self.claims.lock().release(node, delivery_ids) > 0 {
+            self.new_work();
+        }
         Ok(())
     }
     async fn record_outcomes(
@@ -253,15 +260,16 @@ impl Store for SqliteStore {
         delivery_ids: &[String],
         until: UnixMillis,
     ) -> StoreResult<()> {
-        dispatch::renew(&self.writer, node, delivery_ids, until).await
+        self.claims.lock().renew(node, delivery_ids, until);
+        Ok(())
     }
     async fn release_all_claims(&self) -> StoreResult<u64> {
-        let result = dispatch::release_all(&self.writer).await;
+        let released = self.claims.lock().clear();
         self.changes.bump();
-        result
+        Ok(u64::try_from(released).unwrap_or(u64::MAX))
     }
     async fn next_due_at(&self) -> StoreResult<Option<UnixMillis>> {
-        dispatch::next_due_at(&self.reader).await
+        dispatch::next_due_at(&self.reader, &self.claims).await
     }
     async fn count_pending(&self) -> StoreResult<u64> {
         dispatch::count_pending(&self.reader).await
@@ -306,7 +314,8 @@ impl Store for SqliteStore {
         id: &str,
         at: UnixMillis,
     ) -> StoreResult<Delivery> {
-        let delivery = ops::retry_delivery(&self.writer, workspace_id, id, at).await?;
+        let delivery =
+            ops::retry_delivery(&self.writer, &self.claims, workspace_id, id, at).await?;
         self.new_work();
         Ok(delivery)
     }

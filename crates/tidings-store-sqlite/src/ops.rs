@@ -5,19 +5,26 @@ use tidings_core::UnixMillis;
 use tidings_core::stats;
 use tidings_store::*;
 
+use crate::claims::Claims;
 use crate::{map_err, rows};
 
 pub async fn retry_delivery(
     pool: &SqlitePool,
+    claims: &Claims,
     workspace_id: &str,
     id: &str,
     at: UnixMillis,
 ) -> StoreResult<Delivery> {
+    if claims.lock().is_claimed(id) {
+        return Err(StoreError::Conflict(
+            "an attempt of this delivery is in flight; try again when it has finished".into(),
+        ));
+    }
     let row = sqlx::query(
         "UPDATE deliveries SET status = 'pending', updated_at = ?2,
              next_attempt_at = CASE WHEN (SELECT w.state FROM webhooks w WHERE w.id = deliveries.webhook_id) = 'active'
                                THEN ?1 ELSE NULL END
-         WHERE id = ?3 AND workspace_id = ?4 AND claimed_by IS NULL AND is_test = 0
+         WHERE id = ?3 AND workspace_id = ?4 AND is_test = 0
          RETURNING *",
     )
     .bind(at)
@@ -31,11 +38,12 @@ pub async fn retry_delivery(
         Some(row) => rows::delivery(&row),
         None => {
             let existing = crate::reads::get_delivery(pool, workspace_id, id).await?;
-            Err(StoreError::Conflict(if existing.is_test {
-                "test sends are not retried; send a new test instead".into()
+            Err(if existing.is_test {
+                StoreError::Conflict("test sends are not retried; send a new test instead".into())
             } else {
-                "an attempt of this delivery is in flight; try again when it has finished".into()
-            }))
+                // Deleted since the update missed it.
+                StoreError::NotFound
+            })
         }
     }
 }

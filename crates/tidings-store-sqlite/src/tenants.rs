@@ -262,7 +262,7 @@ async fn hold_or_release(
     } else {
         sqlx::query(
             "UPDATE deliveries SET next_attempt_at = NULL
-             WHERE webhook_id = ? AND status = 'pending' AND claimed_by IS NULL",
+             WHERE webhook_id = ? AND status = 'pending'",
         )
     };
     query

@@ -15,6 +15,7 @@ use tidings_core::UnixMillis;
 use tidings_store::*;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::claims::{Claims, Held};
 use crate::dispatch::Claimed;
 use crate::rows::execute;
 use crate::sync::{SyncState, Syncer};
@@ -181,6 +182,7 @@ pub fn spawn(
     database: &std::path::Path,
     work: Arc<Notify>,
     changes: Changes,
+    claims: Claims,
     synchronous_full: bool,
 ) -> StoreResult<JobSender> {
     let unavailable = |e: &dyn std::fmt::Display| {
@@ -229,6 +231,8 @@ pub fn spawn(
     let writer = Writer {
         conn,
         changes,
+        claims,
+        undo: Vec::new(),
         quiet: None,
         synchronous_full,
         synced: false,
@@ -245,6 +249,9 @@ pub fn spawn(
 struct Writer {
     conn: Connection,
     changes: Changes,
+    claims: Claims,
+    /// How to put the claims back as they were if the open transaction fails.
+    undo: Vec<Undo>,
     quiet: Option<Quiet>,
     /// Rows promised durable are synced to disk before the answer.
     synchronous_full: bool,
@@ -297,15 +304,21 @@ impl Writer {
         {
             return Ok(Vec::new());
         }
-        // A read, then one statement that writes: on error SQLite undoes that statement alone, so a
-        // claim needs no savepoint of its own.
-        let claimed = dispatch::claim(&self.conn, &claim)?;
+        // Claims are held in memory (`claims.rs`): a claim only reads, so it needs no savepoint.
+        // Its claims are undone if the transaction fails, which the dispatcher hears as a failed
+        // claim.
+        self.claims
+            .lock()
+            .sweep(claim.now, claim.lease_ms.max(QUIET_MS));
+        let claimed = dispatch::claim(&self.conn, &self.claims, &claim)?;
+        self.undo
+            .extend(claimed.iter().map(|row| Undo::Claimed(row.rowid())));
         if !claimed.is_empty() || claim.exclude_webhooks.is_empty() {
             return Ok(claimed);
         }
         // Nothing claimed may also mean lanes capped by unrecorded attempts: only an empty claim
         // with nothing due outside its exclusions is worth remembering.
-        let next = dispatch::next_due_outside(&self.conn, &claim)?;
+        let next = dispatch::next_due_outside(&self.conn, &self.claims, &claim)?;
         if next.is_none_or(|at| at > claim.now) {
             self.quiet = Some(Quiet {
                 until: next
@@ -374,10 +387,22 @@ impl Writer {
                     Reply::Publish(to, in_savepoint(&self.conn, |c| events::insert(c, events)))
                 }
                 Job::Claim(claim, to) => Reply::Claim(to, self.claim(claim)),
-                Job::Record(node, outcomes, policy, to) => Reply::Record(
-                    to,
-                    in_savepoint(&self.conn, |c| dispatch::record(c, node, &outcomes, policy)),
-                ),
+                Job::Record(node, outcomes, policy, to) => {
+                    let claims = &self.claims;
+                    let result = in_savepoint(&self.conn, |c| {
+                        dispatch::record(c, claims, node, &outcomes, policy)
+                    });
+                    Reply::Record(
+                        to,
+                        result.map(|settled| {
+                            self.undo.extend(
+                                settled
+                                    .into_iter()
+                                    .map(|(rowid, held)| Undo::Settled(rowid, held)),
+                            );
+                        }),
+                    )
+                }
                 Job::TestSend(send, to) => {
                     let (event, outcome) = *send;
                     Reply::Durable(
@@ -397,8 +422,16 @@ impl Writer {
             }
             e.to_string()
         });
+        let undo = std::mem::take(&mut self.undo);
         if commit_error.is_some() {
             self.quiet = None;
+            let mut claims = self.claims.lock();
+            for step in undo.into_iter().rev() {
+                match step {
+                    Undo::Claimed(rowid) => drop(claims.drop_claim(rowid)),
+                    Undo::Settled(rowid, held) => claims.restore(rowid, held),
+                }
+            }
         }
         match &self.syncer {
             Some(syncer) if commit_error.is_none() => {
@@ -421,6 +454,14 @@ impl Writer {
             }
         }
     }
+}
+
+/// A change to the claims made by the open transaction.
+enum Undo {
+    /// A claim taken on a rowid.
+    Claimed(i64),
+    /// A claim given up by a recorded outcome.
+    Settled(i64, Held),
 }
 
 /// Runs a statement without parameters or rows, kept prepared.
@@ -522,6 +563,14 @@ mod tests {
     }
 
     async fn publish(store: &SqliteStore, workspace: &str) -> StoreResult<Vec<Published>> {
+        publish_to(store, workspace, Vec::new()).await
+    }
+
+    async fn publish_to(
+        store: &SqliteStore,
+        workspace: &str,
+        deliveries: Vec<NewDelivery>,
+    ) -> StoreResult<Vec<Published>> {
         let now = tidings_core::now_millis();
         let event = NewEvent {
             id: tidings_core::ids::new_id(tidings_core::ids::IdKind::Event),
@@ -533,7 +582,7 @@ mod tests {
             scope: Default::default(),
             idempotency_key: None,
             idempotency_until: now,
-            deliveries: Vec::new(),
+            deliveries,
         };
         store.jobs.publish(vec![event]).await
     }
@@ -596,6 +645,122 @@ mod tests {
             .get_event(&workspace, &event)
             .await
             .expect("the event reads back");
+    }
+
+    #[tokio::test]
+    async fn a_record_whose_savepoint_fails_keeps_its_claims_for_the_retry() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = open(&dir).await;
+        let workspace = workspace(&store).await;
+        let now = tidings_core::now_millis();
+        let webhook = tidings_core::ids::new_id(tidings_core::ids::IdKind::Webhook);
+        sqlx::query(
+            "INSERT INTO webhooks (id, workspace_id, spec, secret, state, created_at, updated_at)
+             VALUES (?, ?, '{}', 's', 'active', ?, ?)",
+        )
+        .bind(&webhook)
+        .bind(&workspace)
+        .bind(now)
+        .bind(now)
+        .execute(&store.writer)
+        .await
+        .expect("a webhook");
+        let delivery = tidings_core::ids::new_id(tidings_core::ids::IdKind::Delivery);
+        publish_to(
+            &store,
+            &workspace,
+            vec![NewDelivery {
+                id: delivery.clone(),
+                webhook_id: webhook.clone(),
+                status: DeliveryStatus::Pending,
+            }],
+        )
+        .await
+        .expect("publish");
+        let claimed = store.jobs.claim(claim()).await.expect("claim");
+        assert_eq!(claimed.len(), 1);
+        let outcome: Arc<[Outcome]> = Arc::from([Outcome {
+            delivery_id: delivery.clone(),
+            webhook_id: webhook,
+            attempt: AttemptRecord {
+                started_at: now,
+                duration_ms: 3,
+                status_code: Some(200),
+                error_kind: None,
+                error_message: None,
+                response_excerpt: None,
+                request_headers: Default::default(),
+                response_headers: Default::default(),
+            },
+            next: NextState::Delivered,
+            disable_webhook: None,
+        }]);
+        let record = || {
+            store
+                .jobs
+                .record("node-a".into(), outcome.clone(), HealthPolicy::default())
+        };
+        // The attempt cannot be stored, so the job's savepoint rolls back its delivery's move.
+        let pool = &store.writer;
+        let rename = |sql: &'static str| async move {
+            sqlx::query(sql)
+                .execute(pool)
+                .await
+                .expect("rename the attempts table");
+        };
+        rename("ALTER TABLE attempts RENAME TO attempts_away").await;
+        assert!(record().await.is_err(), "the record went through");
+        rename("ALTER TABLE attempts_away RENAME TO attempts").await;
+        record().await.expect("the record, again");
+        let (status, attempts): (String, i64) = sqlx::query_as(
+            "SELECT status, (SELECT COUNT(*) FROM attempts WHERE delivery_id = d.id)
+             FROM deliveries d WHERE id = ?",
+        )
+        .bind(&delivery)
+        .fetch_one(&store.writer)
+        .await
+        .expect("read the delivery");
+        assert_eq!((status.as_str(), attempts), ("delivered", 1));
+        assert!(
+            store.jobs.claim(claim()).await.expect("claim").is_empty(),
+            "a recorded delivery was claimed again"
+        );
+    }
+
+    #[tokio::test]
+    async fn claims_written_by_an_earlier_version_are_given_back_by_the_migration() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("t.db"))
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options)
+            .await
+            .expect("open the database");
+        // The schema before claims were held in memory.
+        let mut earlier = sqlx::migrate!("./migrations");
+        earlier.migrations = earlier.migrations[..5].to_vec().into();
+        earlier.run(&pool).await.expect("the earlier migrations");
+        let now = tidings_core::now_millis();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO workspaces VALUES ('ws_1', 'w', '[]', {now}, {now});
+             INSERT INTO webhooks (id, workspace_id, spec, secret, state, created_at, updated_at)
+                 VALUES ('wh_1', 'ws_1', '{{}}', 's', 'active', {now}, {now});
+             INSERT INTO events (id, workspace_id, event_type, occurred_at, received_at, data)
+                 VALUES ('evt_1', 'ws_1', 'email.sent', {now}, {now}, '{{}}');
+             INSERT INTO deliveries (id, workspace_id, event_id, webhook_id, event_type, status,
+                                     next_attempt_at, claimed_by, created_at, updated_at)
+                 VALUES ('dlv_1', 'ws_1', 'evt_1', 'wh_1', 'email.sent', 'pending', {}, 'node-old',
+                         {now}, {now});",
+            now + 30_000
+        )))
+        .execute(&pool)
+        .await
+        .expect("a delivery claimed until its lease ends");
+        pool.close().await;
+
+        let store = open(&dir).await;
+        let claimed = store.jobs.claim(claim()).await.expect("claim");
+        assert_eq!(claimed.len(), 1, "the earlier claim was not given back");
     }
 
     #[tokio::test]
