@@ -235,7 +235,12 @@ impl Dispatcher {
     pub async fn run(self, shutdown: CancellationToken) {
         let config = &self.inner.config;
         let store = self.inner.store.clone();
-        match store.release_all_claims().await {
+        // On SQLite this waits while another process delivers from the same file.
+        let released = tokio::select! {
+            released = store.release_all_claims() => released,
+            _ = shutdown.cancelled() => return,
+        };
+        match released {
             Ok(0) => {}
             Ok(released) => {
                 tracing::info!(released, "resuming deliveries claimed before the last stop")

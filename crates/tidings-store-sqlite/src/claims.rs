@@ -9,9 +9,13 @@
 //! release, since the claims went with the process.
 
 use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use tidings_core::UnixMillis;
+use tidings_store::{StoreError, StoreResult};
 
 /// The claims of this process, shared by the writer (claim, record) and the store's other
 /// operations (release, renewal, pause, manual retry, the next due time).
@@ -22,6 +26,73 @@ impl Claims {
     pub fn lock(&self) -> MutexGuard<'_, Table> {
         // Nothing panics while the table is locked; a poisoned lock still holds a whole table.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What makes one process the only one claiming from a file: an exclusive lock (`flock`) on a file
+/// beside the database, taken when the dispatcher starts and held until the store closes or the
+/// process ends. A second `tidings serve` on the same file (a restart that overlaps the old
+/// process's grace period, say) waits for it instead of claiming what the first one holds.
+pub struct Claimer {
+    path: PathBuf,
+    lock: Mutex<Option<File>>,
+}
+
+impl Claimer {
+    pub fn new(database: &std::path::Path) -> Self {
+        let mut path = database.as_os_str().to_owned();
+        path.push("-claims.lock");
+        Self {
+            path: path.into(),
+            lock: Mutex::new(None),
+        }
+    }
+
+    fn held(&self) -> MutexGuard<'_, Option<File>> {
+        self.lock.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the lock, waiting as long as another process holds it.
+    pub async fn take(&self) -> StoreResult<()> {
+        let unavailable = |e: std::io::Error| {
+            StoreError::Unavailable(format!("cannot lock `{}`: {e}", self.path.display()))
+        };
+        let mut told = false;
+        loop {
+            if self.held().is_some() {
+                return Ok(());
+            }
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&self.path)
+                .map_err(unavailable)?;
+            match file.try_lock() {
+                Ok(()) => {
+                    if told {
+                        tracing::info!(
+                            "the other Tidings process stopped; delivering from this database"
+                        );
+                    }
+                    *self.held() = Some(file);
+                    return Ok(());
+                }
+                Err(TryLockError::WouldBlock) => {
+                    if !told {
+                        tracing::warn!(lock = %self.path.display(), "another Tidings process is delivering from this database; waiting for it to stop");
+                        told = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(TryLockError::Error(e)) => return Err(unavailable(e)),
+            }
+        }
+    }
+
+    /// Lets another process claim.
+    pub fn give_up(&self) {
+        self.held().take();
     }
 }
 

@@ -40,6 +40,7 @@ pub struct SqliteStore {
     work: Arc<Notify>,
     changes: writer::Changes,
     claims: claims::Claims,
+    claimer: claims::Claimer,
 }
 
 /// How the database file is opened.
@@ -134,6 +135,7 @@ impl SqliteStore {
             work,
             changes,
             claims,
+            claimer: claims::Claimer::new(&database),
         })
     }
 }
@@ -264,6 +266,8 @@ impl Store for SqliteStore {
         Ok(())
     }
     async fn release_all_claims(&self) -> StoreResult<u64> {
+        // The dispatcher's first call: from here on this process is the one claiming.
+        self.claimer.take().await?;
         let released = self.claims.lock().clear();
         self.changes.bump();
         Ok(u64::try_from(released).unwrap_or(u64::MAX))
@@ -378,5 +382,6 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.writer.close().await;
         self.reader.close().await;
+        self.claimer.give_up();
     }
 }

@@ -764,6 +764,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_store_at_a_time_claims_from_a_file() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let first = open(&dir).await;
+        let second = open(&dir).await;
+        first.release_all_claims().await.expect("the first claimer");
+        // Taken already: again at once.
+        first.release_all_claims().await.expect("the first claimer");
+        let waiting = tokio::time::timeout(
+            std::time::Duration::from_millis(600),
+            second.release_all_claims(),
+        )
+        .await;
+        assert!(waiting.is_err(), "two stores claim from one file");
+        first.close().await;
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            second.release_all_claims(),
+        )
+        .await
+        .expect("the second store still waits after the first closed")
+        .expect("the second claimer");
+    }
+
+    #[tokio::test]
     async fn after_a_failed_sync_publishes_are_refused_before_they_are_written() {
         let dir = tempfile::tempdir().expect("a temp dir");
         let store = open(&dir).await;

@@ -101,8 +101,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Stores a test send: its event, its delivery (marked as a test, already finished) and attempt.
     async fn record_test_send(&self, event: NewEvent, outcome: Outcome) -> StoreResult<()>;
-    /// Start-up recovery: releases the claims no running node can still hold. A backend one process
-    /// owns (SQLite) releases every claim; a shared one releases none and lets leases run out.
+    /// Start-up recovery, called once by the dispatcher before its first claim: releases the claims
+    /// no running node can still hold. A backend one process owns (SQLite) first waits until no
+    /// other process is claiming from it, then releases every claim; a shared one releases none and
+    /// lets leases run out.
     async fn release_all_claims(&self) -> StoreResult<u64>;
     /// When the earliest pending delivery is due, if any.
     async fn next_due_at(&self) -> StoreResult<Option<UnixMillis>>;
