@@ -12,7 +12,7 @@ use tidings_core::{UnixMillis, now_millis};
 use tidings_store::*;
 
 use crate::bind::{Packed, Rows, int, opt_int, opt_text, text, to_json};
-use crate::claims::{Claims, Held, Table};
+use crate::claims::{Claims, Held};
 use crate::rows::{execute, query_optional};
 use crate::{map_err, map_sql, rows};
 
@@ -77,8 +77,10 @@ struct Candidates {
 /// rowid, due time and webhook). Claimed deliveries keep their place in it, so the read goes past
 /// at most as many rows more as there are claims.
 fn candidates(conn: &Connection, claims: &Claims, claim: &Claim) -> StoreResult<Candidates> {
-    let table = claims.lock();
     let limit = usize::try_from(claim.limit).unwrap_or(usize::MAX);
+    // Only this thread takes claims, so their number cannot grow during the read; the table is
+    // locked row by row, not across the read, which can be long.
+    let claimed = claims.lock().len();
     let mut statement = conn
         .prepare_cached(
             "SELECT rowid, webhook_id FROM deliveries
@@ -92,7 +94,7 @@ fn candidates(conn: &Connection, claims: &Claims, claim: &Claim) -> StoreResult<
         .query(params![
             claim.now,
             to_json(&claim.exclude_webhooks)?,
-            i64::try_from(limit.saturating_add(table.len())).unwrap_or(i64::MAX)
+            i64::try_from(limit.saturating_add(claimed)).unwrap_or(i64::MAX)
         ])
         .map_err(map_sql)?;
     let mut due = Vec::new();
@@ -102,7 +104,7 @@ fn candidates(conn: &Connection, claims: &Claims, claim: &Claim) -> StoreResult<
         && let Some(row) = rows.next().map_err(map_sql)?
     {
         let rowid: i64 = row.get(0).map_err(map_sql)?;
-        if table.holds(rowid, claim.now) {
+        if claims.lock().holds(rowid, claim.now) {
             continue;
         }
         let webhook = row
@@ -239,8 +241,7 @@ pub fn next_due_outside(
         )
         .map_err(map_sql)?;
     let mut rows = statement.query([excluded]).map_err(map_sql)?;
-    let table = claims.lock();
-    let mut due = Due::new(&table, claim.now);
+    let mut due = Due::new(claims, claim.now);
     while let Some(row) = rows.next().map_err(map_sql)? {
         if !due.see(row.get(0).map_err(map_sql)?, row.get(1).map_err(map_sql)?) {
             break;
@@ -250,17 +251,17 @@ pub fn next_due_outside(
 }
 
 /// The earliest time a delivery falls due, seen over deliveries in due order: a claimed one's is
-/// its lease's end.
+/// its lease's end. The claims are locked at each delivery, not across the read that finds them.
 struct Due<'a> {
-    table: &'a Table,
+    claims: &'a Claims,
     now: UnixMillis,
     earliest: Option<UnixMillis>,
 }
 
 impl<'a> Due<'a> {
-    fn new(table: &'a Table, now: UnixMillis) -> Self {
+    fn new(claims: &'a Claims, now: UnixMillis) -> Self {
         Self {
-            table,
+            claims,
             now,
             earliest: None,
         }
@@ -271,8 +272,8 @@ impl<'a> Due<'a> {
         if self.earliest.is_some_and(|earliest| earliest <= at) {
             return false;
         }
-        let at = match self.table.lease_end(rowid) {
-            Some(until) if self.table.holds(rowid, self.now) => until.max(at),
+        let at = match self.claims.lock().lease_end(rowid) {
+            Some(until) if until > self.now => until.max(at),
             _ => at,
         };
         self.earliest = Some(self.earliest.map_or(at, |earliest| earliest.min(at)));
@@ -401,9 +402,9 @@ fn record_held(
     type Moved = (i64, String, String, String);
     // Deliveries are found by the rowid their claim read; the id guards against a rowid reused
     // since. The statement returns what it moved, so the attempts below are numbered and their
-    // events known without reading the rows a second time. A retry
-    // of a webhook paused or disabled meanwhile is held (no due time) like its other waiting
-    // deliveries, until it is resumed or enabled.
+    // events known without reading the rows a second time. A retry of a webhook paused or
+    // disabled meanwhile is held (no due time) like its other waiting deliveries, until it is
+    // resumed or enabled.
     let mut moved: HashMap<String, Moved> = HashMap::with_capacity(outcomes.len());
     moves.run(
         conn,
@@ -754,8 +755,7 @@ pub async fn next_due_at(pool: &SqlitePool, claims: &Claims) -> StoreResult<Opti
     .fetch_all(pool)
     .await
     .map_err(map_err)?;
-    let table = claims.lock();
-    let mut due = Due::new(&table, now);
+    let mut due = Due::new(claims, now);
     for (rowid, at) in first {
         if !due.see(rowid, at) {
             break;
