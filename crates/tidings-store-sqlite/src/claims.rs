@@ -57,17 +57,17 @@ impl Claimer {
         let unavailable = |e: std::io::Error| {
             StoreError::Unavailable(format!("cannot lock `{}`: {e}", self.path.display()))
         };
+        if self.held().is_some() {
+            return Ok(());
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.path)
+            .map_err(unavailable)?;
         let mut told = false;
         loop {
-            if self.held().is_some() {
-                return Ok(());
-            }
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&self.path)
-                .map_err(unavailable)?;
             match file.try_lock() {
                 Ok(()) => {
                     if told {
@@ -97,7 +97,7 @@ impl Claimer {
 }
 
 /// A claimed delivery.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Held {
     pub id: String,
     pub webhook: String,
@@ -212,12 +212,14 @@ impl Table {
 
     /// Gives back `node`'s claims on `ids`; returns how many it held.
     pub fn release(&mut self, node: &str, ids: &[String]) -> usize {
-        ids.iter()
-            .filter_map(|id| self.held_by(id, node))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .filter(|&rowid| self.drop_claim(rowid).is_some())
-            .count()
+        let mut released = 0;
+        for id in ids {
+            if let Some(rowid) = self.held_by(id, node) {
+                self.drop_claim(rowid);
+                released += 1;
+            }
+        }
+        released
     }
 
     /// Moves the end of `node`'s leases on `ids` to `until`, never earlier.

@@ -41,7 +41,7 @@ pub async fn retry_delivery(
             Err(if existing.is_test {
                 StoreError::Conflict("test sends are not retried; send a new test instead".into())
             } else {
-                // Deleted since the update missed it.
+                // The update misses no other delivery that this read finds.
                 StoreError::NotFound
             })
         }
