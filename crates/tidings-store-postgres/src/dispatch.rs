@@ -88,6 +88,8 @@ async fn next_due_outside(pool: &PgPool, claim: &Claim) -> StoreResult<Option<Un
     sqlx::query_scalar(
         "SELECT next_attempt_at FROM deliveries
          WHERE status = 'pending' AND next_attempt_at IS NOT NULL AND NOT (webhook_id = ANY($1))
+           AND (cardinality($1) = 0 OR EXISTS (SELECT 1 FROM webhooks w
+                                               WHERE w.state = 'active' AND NOT (w.id = ANY($1))))
          ORDER BY next_attempt_at LIMIT 1",
     )
     .bind(&claim.exclude_webhooks)
@@ -149,10 +151,14 @@ async fn claim_on(conn: &mut PgConnection, claim: &Claim) -> TxResult<Claimed> {
     // window: the deliveries table grows and churns faster than its statistics follow, and a
     // query joining it elsewhere can get a plan that reads the whole backlog per claim. Limits
     // (webhook state, concurrency, rate tokens) are applied below under the gates' locks; a
-    // webhook at its limit leaves its window rows for the next claim.
+    // webhook at its limit leaves its window rows for the next claim. When the exclusions are
+    // every active webhook, nothing else can be due, and the one-time condition spares the read
+    // past their backlog.
     let candidates: Vec<(String, String)> = sqlx::query_as(
         "SELECT id, webhook_id FROM deliveries
          WHERE status = 'pending' AND next_attempt_at <= $1 AND NOT (webhook_id = ANY($2))
+           AND (cardinality($2) = 0 OR EXISTS (SELECT 1 FROM webhooks w
+                                               WHERE w.state = 'active' AND NOT (w.id = ANY($2))))
          ORDER BY next_attempt_at
          LIMIT $3
          FOR UPDATE SKIP LOCKED",

@@ -580,6 +580,64 @@ pub async fn work_due_outside_full_lanes_is_claimed_at_once(backend: Backend) {
     assert!(backlog.iter().all(|id| ids_of(&drained).contains(id)));
 }
 
+/// When the full lanes are every active webhook's, a claim past them finds nothing, and the
+/// webhooks that are not active (paused, disabled) count for nothing; one of them made active is
+/// outside the exclusions, and its waiting work is claimed at once, its next due time seen.
+pub async fn a_claim_past_every_active_webhook_finds_nothing(backend: Backend) {
+    let store = backend.open().await;
+    let store = store.as_ref();
+    let home = workspace(store).await;
+    let full = webhook(store, &home.id, WebhookState::Active).await;
+    let also_full = webhook(store, &home.id, WebhookState::Active).await;
+    let paused = webhook(store, &home.id, WebhookState::Paused).await;
+    let disabled = webhook(store, &home.id, WebhookState::Disabled).await;
+    let start = now();
+    publish_many(store, &full, 3, start - 1_000).await;
+    publish_many(store, &also_full, 2, start - 1_000).await;
+    let held = publish_many(store, &paused, 2, start - 1_000).await;
+    publish_many(store, &disabled, 1, start - 1_000).await;
+    let past_full = |at| Claim {
+        exclude_webhooks: vec![full.id.clone(), also_full.id.clone()],
+        ..claim("node-a", at, 10)
+    };
+    assert!(
+        claim_due(store, &past_full(start)).await.is_empty(),
+        "only the excluded webhooks are active"
+    );
+
+    let mut resumed = webhook_now(store, &paused).await;
+    resumed.state = WebhookState::Active;
+    store.update_webhook(&resumed).await.expect("resume");
+    let claimed = claim_due(store, &past_full(now())).await;
+    assert_eq!(
+        sorted(ids_of(&claimed)),
+        sorted(held),
+        "the resumed webhook's work"
+    );
+    assert!(claim_due(store, &past_full(now())).await.is_empty());
+
+    // Its retry is the next due time outside the full lanes: nothing is claimed before it.
+    let moment = now();
+    record(
+        store,
+        "node-a",
+        vec![failed(&claimed[0], NextState::RetryAt(moment + 200))],
+        &quiet_policy(),
+    )
+    .await;
+    assert!(
+        claim_due(store, &past_full(moment + 1)).await.is_empty(),
+        "the retry is not due yet"
+    );
+    let retried = claim_due(store, &past_full(moment + 201)).await;
+    assert_eq!(ids_of(&retried), vec![claimed[0].delivery_id.clone()]);
+
+    // Without exclusions the full lanes' own work is claimed, and still none of the disabled one's.
+    let drained = claim_due(store, &claim("node-a", moment + 202, 20)).await;
+    assert_eq!(drained.len(), 5, "the two full lanes' backlog");
+    assert!(drained.iter().all(|c| c.webhook.id != disabled.id));
+}
+
 /// Deliveries of several events claimed together each carry their own event's data, and those of
 /// one event share one copy of it.
 pub async fn deliveries_of_one_event_share_its_data_in_a_claim(backend: Backend) {

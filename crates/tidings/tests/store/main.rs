@@ -79,6 +79,7 @@ stories! {
         claims::a_lone_node_holds_more_and_a_second_shares_the_cap,
         claims::publish_and_release_wake_the_work_signal,
         claims::work_due_outside_full_lanes_is_claimed_at_once,
+        claims::a_claim_past_every_active_webhook_finds_nothing,
         outcomes::record_outcomes_moves_deliveries_and_lists_attempts,
         outcomes::health_counts_failures_until_a_success,
         outcomes::auto_disable_follows_the_policy_and_notifies_once,
