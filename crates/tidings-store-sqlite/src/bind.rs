@@ -1,8 +1,8 @@
 //! Rows bound to the hot path's statements as the parameters of multi-row statements, lists bound
 //! as JSON, and rows SQLite hands back folded into one JSON value.
 
+use foldhash::{HashMap, HashMapExt};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use rusqlite::Connection;

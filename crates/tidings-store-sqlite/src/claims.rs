@@ -8,7 +8,7 @@
 //! per-node rules behave as PostgreSQL's written claims do; after a crash there is nothing to
 //! release, since the claims went with the process.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

@@ -1,6 +1,6 @@
 //! Claiming due deliveries, recording attempts, and releasing claims.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::fmt::Write as _;
 use std::sync::Arc;
 

@@ -1,6 +1,6 @@
 //! Publishing events with their deliveries, and reading events back.
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 
 use rusqlite::{Connection, params};
 use sqlx::SqlitePool;

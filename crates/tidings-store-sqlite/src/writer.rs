@@ -5,7 +5,7 @@
 //! (publishes, test sends) only once the commit is on disk, so a caller that hears "ok" knows its
 //! rows are durable.
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
