@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use tidings_testkit::serving::serving_port;
 
 use crate::Config;
 
@@ -18,7 +19,7 @@ pub struct TidingsProcess {
 }
 
 impl TidingsProcess {
-    /// Creates a fresh SQLite database with an operator key, starts `serve` on a free loopback port
+    /// Creates a fresh SQLite database with an operator key, starts `serve` on a loopback port the system picks
     /// and waits until it answers `/healthz`.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
         Self::start_on(config, None).await
@@ -55,8 +56,6 @@ impl TidingsProcess {
             );
         }
         let operator_key = String::from_utf8(output.stdout)?.trim().to_owned();
-        let port = crate::receiver::reserve_port()?;
-        let listen = format!("127.0.0.1:{port}");
         let log = std::fs::File::create(dir.path().join("tidings.log"))?;
         let mut command = match config.wrap.split_first() {
             Some((program, args)) => {
@@ -69,14 +68,16 @@ impl TidingsProcess {
         let child = command
             .args([
                 "serve",
+                // A port the system picks, read back from the log: one found free beforehand
+                // could be taken by another process before Tidings binds it.
                 "--listen",
-                &listen,
+                "127.0.0.1:0",
                 "--database-url",
                 &database_url,
                 "--allow-private-targets",
                 "--allow-http-targets",
             ])
-            .env("TIDINGS_LOG", "warn")
+            .env("TIDINGS_LOG", "warn,tidings=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -85,7 +86,7 @@ impl TidingsProcess {
         let mut process = Self {
             child,
             dir,
-            base_url: format!("http://{listen}"),
+            base_url: String::new(),
             operator_key,
         };
         process.wait_healthy().await?;
@@ -106,10 +107,16 @@ impl TidingsProcess {
                     self.log_tail()
                 );
             }
-            if let Ok(response) = client
-                .get(format!("{}/healthz", self.base_url))
-                .send()
-                .await
+            if self.base_url.is_empty()
+                && let Some(port) = serving_port(&self.log())
+            {
+                self.base_url = format!("http://127.0.0.1:{port}");
+            }
+            if !self.base_url.is_empty()
+                && let Ok(response) = client
+                    .get(format!("{}/healthz", self.base_url))
+                    .send()
+                    .await
                 && response.status().is_success()
             {
                 return Ok(());
@@ -124,9 +131,13 @@ impl TidingsProcess {
         }
     }
 
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tidings.log")).unwrap_or_default()
+    }
+
     /// The last lines of the server's log, for error messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join("tidings.log")).unwrap_or_default();
+        let text = self.log();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Receiver, Reply, database_url, free_port};
+use crate::helpers::{Receiver, Reply, database_url, serving_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tidings");
 
@@ -60,10 +60,15 @@ struct Server {
 }
 
 impl Server {
+    /// Starts `tidings serve` on a loopback port the system picks; `wait_ready` learns it from
+    /// the log.
     fn start(dir: &Path, configure: Configure) -> Self {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let log = dir.join(format!("serve-{port}.log"));
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let listen = "127.0.0.1:0";
+        let log = dir.join(format!(
+            "serve-{}.log",
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
         let mut command = Command::new(BIN);
         command
             .current_dir(dir)
@@ -77,7 +82,7 @@ impl Server {
                 command.args([
                     "serve",
                     "--listen",
-                    &listen,
+                    listen,
                     "--database-url",
                     &database_url(dir),
                 ]);
@@ -85,7 +90,7 @@ impl Server {
             Configure::Environment => {
                 command
                     .arg("serve")
-                    .env("TIDINGS_LISTEN", &listen)
+                    .env("TIDINGS_LISTEN", listen)
                     .env("TIDINGS_DATABASE_URL", database_url(dir));
             }
         }
@@ -93,7 +98,7 @@ impl Server {
         let child = command.spawn().expect("start `tidings serve`");
         Self {
             child,
-            address: format!("http://{listen}"),
+            address: String::new(),
             log,
         }
     }
@@ -106,7 +111,8 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits until `/readyz` answers 200, failing fast if the process exits.
+    /// Waits until the server has logged its port and `/readyz` answers 200, failing fast if the
+    /// process exits.
     async fn wait_ready(&mut self, http: &reqwest::Client) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -116,7 +122,13 @@ impl Server {
                     self.log()
                 );
             }
-            if let Ok(response) = http.get(format!("{}/readyz", self.address)).send().await
+            if self.address.is_empty()
+                && let Some(port) = serving_port(&self.log())
+            {
+                self.address = format!("http://127.0.0.1:{port}");
+            }
+            if !self.address.is_empty()
+                && let Ok(response) = http.get(format!("{}/readyz", self.address)).send().await
                 && response.status() == reqwest::StatusCode::OK
             {
                 return;

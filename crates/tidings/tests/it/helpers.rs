@@ -116,6 +116,8 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+pub use tidings_testkit::serving::serving_port;
+
 /// Sends logs to the test output when `TEST_LOG` is set.
 pub fn init_logs() {
     if std::env::var_os("TEST_LOG").is_some() {

@@ -7,7 +7,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::api::Api;
-use crate::helpers::free_port;
+use crate::helpers::serving_port;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tidings");
 
@@ -79,16 +79,17 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts `tidings serve` on a free loopback port with `settings` as `TIDINGS_*` variables.
+    /// Starts `tidings serve` on a loopback port the system picks, with `settings` as `TIDINGS_*`
+    /// variables; `wait_ready` learns the port from its log. A port found free beforehand could be
+    /// taken by another test before the node binds it.
     pub fn start(dir: &Path, name: &str, database_url: &str, settings: &[(&str, &str)]) -> Self {
-        let listen = format!("127.0.0.1:{}", free_port());
         let log = dir.join(format!("{name}.log"));
         let mut command = tidings(dir);
         command
             .args([
                 "serve",
                 "--listen",
-                &listen,
+                "127.0.0.1:0",
                 "--database-url",
                 database_url,
                 "--allow-private-targets",
@@ -105,7 +106,7 @@ impl Node {
         let child = command.spawn().expect("start `tidings serve`");
         Self {
             name: name.to_owned(),
-            address: format!("http://{listen}"),
+            address: String::new(),
             child,
             log,
         }
@@ -131,9 +132,23 @@ impl Node {
         }
     }
 
-    /// Waits until `/readyz` answers 200, failing fast if the process exits.
+    /// Waits until the node has logged the port it listens on and `/readyz` answers 200, failing
+    /// fast if the process exits.
     pub async fn wait_ready(&mut self, http: &reqwest::Client) {
         let deadline = Instant::now() + READY_WITHIN;
+        while self.address.is_empty() {
+            self.assert_running();
+            if let Some(port) = serving_port(&self.log()) {
+                self.address = format!("http://127.0.0.1:{port}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not log its port within {READY_WITHIN:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         loop {
             self.assert_running();
             if let Ok(response) = http.get(format!("{}/readyz", self.address)).send().await
