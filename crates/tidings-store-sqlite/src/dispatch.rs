@@ -77,13 +77,6 @@ struct Candidates {
 /// rowid, due time and webhook). Claimed deliveries keep their place in it, so the read goes past
 /// at most as many rows more as there are claims.
 fn candidates(conn: &Connection, claims: &Claims, claim: &Claim) -> StoreResult<Candidates> {
-    let excluded = to_json(&claim.exclude_webhooks)?;
-    if !any_active_outside(conn, &claim.exclude_webhooks, &excluded)? {
-        return Ok(Candidates {
-            due: Vec::new(),
-            webhooks: Vec::new(),
-        });
-    }
     let limit = usize::try_from(claim.limit).unwrap_or(usize::MAX);
     // Only this thread takes claims, so their number cannot grow during the read; the table is
     // locked row by row, not across the read, which can be long.
@@ -100,7 +93,7 @@ fn candidates(conn: &Connection, claims: &Claims, claim: &Claim) -> StoreResult<
     let mut rows = statement
         .query(params![
             claim.now,
-            excluded,
+            to_json(&claim.exclude_webhooks)?,
             i64::try_from(limit.saturating_add(claimed)).unwrap_or(i64::MAX)
         ])
         .map_err(map_sql)?;
@@ -238,9 +231,6 @@ pub fn next_due_outside(
     claim: &Claim,
 ) -> StoreResult<Option<UnixMillis>> {
     let excluded = to_json(&claim.exclude_webhooks)?;
-    if !any_active_outside(conn, &claim.exclude_webhooks, &excluded)? {
-        return Ok(None);
-    }
     let mut statement = conn
         .prepare_cached(
             "SELECT d.rowid, d.next_attempt_at FROM deliveries d
@@ -260,15 +250,11 @@ pub fn next_due_outside(
     Ok(due.earliest)
 }
 
-/// Whether an active webhook is left outside a claim's exclusions (`excluded`: the same list as
-/// JSON). When every active webhook is excluded, nothing can be claimed or fall due outside them,
-/// and the due index need not be read: the excluded lanes' backlog would all be read past, which
-/// is the whole backlog when the full lanes are the only busy ones.
-fn any_active_outside(
-    conn: &Connection,
-    exclusions: &[String],
-    excluded: &str,
-) -> StoreResult<bool> {
+/// Whether an active webhook is left outside `exclusions`. When there is none, nothing can be
+/// claimed or fall due outside them, and the due index need not be read: the excluded lanes'
+/// backlog would all be read past, which is the whole backlog when the full lanes are the only busy
+/// ones.
+pub fn any_active_outside(conn: &Connection, exclusions: &[String]) -> StoreResult<bool> {
     if exclusions.is_empty() {
         return Ok(true);
     }
@@ -279,7 +265,7 @@ fn any_active_outside(
         )
         .map_err(map_sql)?;
     statement
-        .query_row([excluded], |row| row.get(0))
+        .query_row([to_json(exclusions)?], |row| row.get(0))
         .map_err(map_sql)
 }
 

@@ -310,7 +310,13 @@ impl Writer {
         self.claims
             .lock()
             .sweep(claim.now, claim.lease_ms.max(QUIET_MS));
-        let claimed = dispatch::claim(&self.conn, &self.claims, &claim)?;
+        // Past every active webhook's full lane, nothing is claimable or due: neither read runs.
+        let outside = dispatch::any_active_outside(&self.conn, &claim.exclude_webhooks)?;
+        let claimed = if outside {
+            dispatch::claim(&self.conn, &self.claims, &claim)?
+        } else {
+            Vec::new()
+        };
         self.undo
             .extend(claimed.iter().map(|row| Undo::Claimed(row.rowid())));
         if !claimed.is_empty() || claim.exclude_webhooks.is_empty() {
@@ -318,7 +324,11 @@ impl Writer {
         }
         // Nothing claimed may also mean lanes capped by unrecorded attempts: only an empty claim
         // with nothing due outside its exclusions is worth remembering.
-        let next = dispatch::next_due_outside(&self.conn, &self.claims, &claim)?;
+        let next = if outside {
+            dispatch::next_due_outside(&self.conn, &self.claims, &claim)?
+        } else {
+            None
+        };
         if next.is_none_or(|at| at > claim.now) {
             self.quiet = Some(Quiet {
                 until: next
