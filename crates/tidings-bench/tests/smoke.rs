@@ -10,6 +10,8 @@ const ROWS: &[&str] = &[
     "ceiling",
     "receiver served",
     "ceiling CPU per request",
+    "ceiling CPU per request: client",
+    "ceiling CPU per request: receiver",
     "ceiling, client in the receiver's process",
     "ceiling CPU per request, client in the receiver's process",
     "publish single",

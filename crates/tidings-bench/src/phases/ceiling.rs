@@ -23,6 +23,8 @@ struct Measured {
     elapsed: f64,
     /// CPU of the client and the receiver together.
     cpu: Duration,
+    /// CPU of the client alone, when it ran in a process of its own.
+    client_cpu: Option<Duration>,
 }
 
 impl Measured {
@@ -32,7 +34,24 @@ impl Measured {
 
     /// Microseconds of CPU per answered request.
     fn cpu_per_request(&self) -> f64 {
-        self.cpu.as_secs_f64() * 1e6 / self.ok.max(1) as f64
+        self.per_request(self.cpu)
+    }
+
+    fn per_request(&self, cpu: Duration) -> f64 {
+        cpu.as_secs_f64() * 1e6 / self.ok.max(1) as f64
+    }
+
+    /// How the CPU per request divides between the client's process and the receiver's, when
+    /// the client ran in a process of its own.
+    fn split(&self) -> String {
+        match self.client_cpu {
+            Some(client) => format!(
+                "{:.1} µs of it the client's process, {:.1} the receiver's",
+                self.per_request(client),
+                self.per_request(self.cpu.saturating_sub(client)),
+            ),
+            None => String::new(),
+        }
     }
 }
 
@@ -85,6 +104,21 @@ pub async fn run(config: &Config, receiver: &Receiver, report: &mut Report) -> a
         "µs",
         "CPU time (user + system) of the client's process and the bench's (the receiver) together, per request",
     );
+    if let Some(client) = separate.client_cpu {
+        // Tidings' CPU per delivery less the client's is what Tidings adds to a raw POST.
+        report.add(
+            "ceiling CPU per request: client",
+            separate.per_request(client),
+            "µs",
+            "the client's process alone",
+        );
+        report.add(
+            "ceiling CPU per request: receiver",
+            separate.per_request(separate.cpu.saturating_sub(client)),
+            "µs",
+            "the bench's process alone: the receiver",
+        );
+    }
     report.add(
         "ceiling, client in the receiver's process",
         shared.rate(),
@@ -125,8 +159,9 @@ pub async fn again(
         rate,
         "requests/s",
         format!(
-            "the ceiling measured again just before this phase, at {:.1} µs of CPU per request; the phase's ratios divide by the higher of this and the run's first ceiling ({first:.0})",
+            "the ceiling measured again just before this phase, at {:.1} µs of CPU per request ({}); the phase's ratios divide by the higher of this and the run's first ceiling ({first:.0})",
             measured.cpu_per_request(),
+            measured.split(),
         ),
     );
     Ok(rate.max(first))
@@ -187,6 +222,7 @@ async fn in_own_process(
         ok: client.ok,
         elapsed: client.seconds,
         cpu: own + Duration::from_micros(client.cpu_us),
+        client_cpu: Some(Duration::from_micros(client.cpu_us)),
     })
 }
 
@@ -209,7 +245,12 @@ async fn in_bench_process(
     let ok = with_progress(bar, offset, sending).await?;
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = own_cpu().saturating_sub(cpu_before);
-    Ok(Measured { ok, elapsed, cpu })
+    Ok(Measured {
+        ok,
+        elapsed,
+        cpu,
+        client_cpu: None,
+    })
 }
 
 /// CPU time of this process so far.
