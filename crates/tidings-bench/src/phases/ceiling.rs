@@ -41,17 +41,15 @@ impl Measured {
         cpu.as_secs_f64() * 1e6 / self.ok.max(1) as f64
     }
 
-    /// How the CPU per request divides between the client's process and the receiver's, when
-    /// the client ran in a process of its own.
-    fn split(&self) -> String {
-        match self.client_cpu {
-            Some(client) => format!(
-                "{:.1} µs of it the client's process, {:.1} the receiver's",
+    /// The CPU per request of the client's process and of the receiver's, when the client ran
+    /// in a process of its own.
+    fn parts(&self) -> Option<(f64, f64)> {
+        self.client_cpu.map(|client| {
+            (
                 self.per_request(client),
                 self.per_request(self.cpu.saturating_sub(client)),
-            ),
-            None => String::new(),
-        }
+            )
+        })
     }
 }
 
@@ -104,17 +102,17 @@ pub async fn run(config: &Config, receiver: &Receiver, report: &mut Report) -> a
         "µs",
         "CPU time (user + system) of the client's process and the bench's (the receiver) together, per request",
     );
-    if let Some(client) = separate.client_cpu {
+    if let Some((client, receiver)) = separate.parts() {
         // Tidings' CPU per delivery less the client's is what Tidings adds to a raw POST.
         report.add(
             "ceiling CPU per request: client",
-            separate.per_request(client),
+            client,
             "µs",
             "the client's process alone",
         );
         report.add(
             "ceiling CPU per request: receiver",
-            separate.per_request(separate.cpu.saturating_sub(client)),
+            receiver,
             "µs",
             "the bench's process alone: the receiver",
         );
@@ -159,9 +157,14 @@ pub async fn again(
         rate,
         "requests/s",
         format!(
-            "the ceiling measured again just before this phase, at {:.1} µs of CPU per request ({}); the phase's ratios divide by the higher of this and the run's first ceiling ({first:.0})",
+            "the ceiling measured again just before this phase, at {:.1} µs of CPU per request{}; the phase's ratios divide by the higher of this and the run's first ceiling ({first:.0})",
             measured.cpu_per_request(),
-            measured.split(),
+            measured
+                .parts()
+                .map(|(client, receiver)| format!(
+                    " ({client:.1} µs of it the client's process, {receiver:.1} the receiver's)"
+                ))
+                .unwrap_or_default(),
         ),
     );
     Ok(rate.max(first))
